@@ -1,0 +1,83 @@
+"""Fixtures for the default scenario: one testinfra host per test host, through podman.
+
+testinfra's podman backend runs each command with one `podman exec`; molecule's default
+(the Ansible backend) would start Ansible for every command.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[3]
+LAB_VARS = PROJECT / "inventory/lab/group_vars/all"
+QUEUE_GET = PROJECT / "testing/tools/queue_get.py"
+
+
+@pytest.fixture(scope="session")
+def lab_vars() -> dict:
+    """The inventory values the scenario converged with (what the hosts must show)."""
+    merged: dict = {}
+    for path in sorted(LAB_VARS.glob("*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def _host(name: str):
+    return testinfra.get_host(f"podman://{name}")
+
+
+@pytest.fixture(scope="session")
+def payment():
+    return _host("payment")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    return _host("rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def stubs():
+    return _host("stubs")
+
+
+def http(host, method: str, url: str, body: object | None = None) -> tuple[int, str]:
+    """Make an HTTP request from inside `host` (its python3; no curl needed)."""
+    script = (
+        "import json,sys,urllib.request,urllib.error\n"
+        "m,u,b=sys.argv[1],sys.argv[2],sys.argv[3]\n"
+        "d=b.encode() if b else None\n"
+        "r=urllib.request.Request(u,data=d,method=m,"
+        "headers={'Content-Type':'application/json'} if d else {})\n"
+        "try:\n"
+        "    resp=urllib.request.urlopen(r,timeout=15); code=resp.status; text=resp.read()\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    code=e.code; text=e.read()\n"
+        "print(code); sys.stdout.write(text.decode())\n"
+    )
+    payload = "" if body is None else json.dumps(body)
+    out = host.check_output("python3 -c %s %s %s %s", script, method, url, payload)
+    code, _, text = out.partition("\n")
+    return int(code), text
+
+
+@pytest.fixture()
+def take_order(payment):
+    """Take an order from the `orders` queue by orderid, with the release's pika."""
+    dest = f"/tmp/queue_get_{uuid.uuid4().hex}.py"
+    subprocess.run(["podman", "cp", str(QUEUE_GET), f"payment:{dest}"], check=True)
+
+    def take(orderid: str) -> dict:
+        out = payment.run("/app/current/venv/bin/python %s %s --timeout 15", dest, orderid)
+        assert out.rc == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    yield take
+    payment.run("rm -f %s", dest)

@@ -1,0 +1,99 @@
+"""Take one order from the RabbitMQ `orders` queue by its orderid, and print it as JSON.
+
+Test and lab tool. Runs on a payment host with the release's Python (it has pika) and reads
+the connection settings the service itself uses (its unit and /etc/roboshop/payment.env):
+
+    /app/current/venv/bin/python queue_get.py ORDERID [--timeout 10]
+
+Messages of other orders are put back (nack + requeue); the matching one is acknowledged,
+so a test proves the order really sat in the queue. Exit 1 when it does not arrive in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pika
+
+ENV_FILE = Path("/etc/roboshop/payment.env")
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """The service's environment: the unit's Environment= lines, then its EnvironmentFile."""
+    shown = subprocess.run(
+        ["systemctl", "show", "--property=Environment", "--value", "payment.service"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    env = dict(item.split("=", 1) for item in shlex.split(shown) if "=" in item)
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip().strip('"').strip("'")
+    return env
+
+
+def take(channel, queue: str, orderid: str, deadline: float) -> dict | None:
+    while time.monotonic() < deadline:
+        seen = 0
+        while True:
+            method, props, body = channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            seen += 1
+            message = json.loads(body)
+            if props.message_id == orderid or message.get("orderid") == orderid:
+                channel.basic_ack(method.delivery_tag)
+                return {
+                    "message_id": props.message_id,
+                    "delivery_mode": props.delivery_mode,
+                    "routing_key": method.routing_key,
+                    "exchange": method.exchange,
+                    "headers": props.headers or {},
+                    "body": message,
+                }
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            if seen > 10_000:
+                break
+        time.sleep(0.2)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("orderid")
+    parser.add_argument("--queue", default="orders")
+    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--env-file", type=Path, default=ENV_FILE)
+    args = parser.parse_args()
+    env = read_env(args.env_file)
+    params = pika.ConnectionParameters(
+        host=env.get("AMQP_HOST", "localhost"),
+        port=int(env.get("AMQP_PORT", "5672")),
+        virtual_host=env.get("AMQP_VHOST", "/"),
+        credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
+        connection_attempts=3,
+        retry_delay=1,
+    )
+    connection = pika.BlockingConnection(params)
+    try:
+        found = take(connection.channel(), args.queue, args.orderid, time.monotonic() + args.timeout)
+    finally:
+        connection.close()
+    if found is None:
+        print(json.dumps({"error": f"order {args.orderid} not in queue {args.queue}"}))
+        return 1
+    print(json.dumps(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
