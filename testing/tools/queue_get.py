@@ -85,7 +85,9 @@ def main() -> int:
     )
     connection = pika.BlockingConnection(params)
     try:
-        found = take(connection.channel(), args.queue, args.orderid, time.monotonic() + args.timeout)
+        found = take(
+            connection.channel(), args.queue, args.orderid, time.monotonic() + args.timeout
+        )
     finally:
         connection.close()
     if found is None:

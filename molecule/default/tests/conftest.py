@@ -7,7 +7,9 @@ testinfra's podman backend runs each command with one `podman exec`; molecule's 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -16,8 +18,14 @@ import testinfra
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(PROJECT / "testing/molecule_support"))
+
+import roboshop_testlib  # noqa: E402
+
 LAB_VARS = PROJECT / "inventory/lab/group_vars/all"
 QUEUE_GET = PROJECT / "testing/tools/queue_get.py"
+# Other scenarios (rocky9, rocky8) run these tests against their own containers.
+PREFIX = os.environ.get("ROBOSHOP_HOST_PREFIX", "")
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +38,7 @@ def lab_vars() -> dict:
 
 
 def _host(name: str):
-    return testinfra.get_host(f"podman://{name}")
+    return testinfra.get_host(f"podman://{PREFIX}{name}")
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +80,7 @@ def http(host, method: str, url: str, body: object | None = None) -> tuple[int, 
 def take_order(payment):
     """Take an order from the `orders` queue by orderid, with the release's pika."""
     dest = f"/tmp/queue_get_{uuid.uuid4().hex}.py"
-    subprocess.run(["podman", "cp", str(QUEUE_GET), f"payment:{dest}"], check=True)
+    subprocess.run(["podman", "cp", str(QUEUE_GET), f"{PREFIX}payment:{dest}"], check=True)
 
     def take(orderid: str) -> dict:
         out = payment.run("/app/current/venv/bin/python %s %s --timeout 15", dest, orderid)
@@ -81,3 +89,7 @@ def take_order(payment):
 
     yield take
     payment.run("rm -f %s", dest)
+
+
+def pytest_terminal_summary(terminalreporter):
+    roboshop_testlib.report_verify_duration(terminalreporter)

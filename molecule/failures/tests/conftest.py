@@ -1,0 +1,31 @@
+"""Fixtures for the failures scenario: the hosts through testinfra's podman backend."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "testing/molecule_support"))
+
+import roboshop_testlib as lib
+
+
+@pytest.fixture(scope="session")
+def payment():
+    return lib.host("fail-payment")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    return lib.host("fail-rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def stubs():
+    return lib.host("fail-stubs")
+
+
+def pytest_terminal_summary(terminalreporter):
+    lib.report_verify_duration(terminalreporter)

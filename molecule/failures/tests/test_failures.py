@@ -1,0 +1,132 @@
+"""Failures, each proven on the hosts: the real ansible-playbook against converged hosts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import roboshop_testlib as lib
+
+PAYMENT = "fail-payment"
+HEALTH = f"http://localhost:{lib.PAYMENT_PORT}/health"
+
+# What a deploy may change, per host: paths (type, mode, owner, size, mtime, link target),
+# file contents, and the services' main processes.
+PAYMENT_STATE = (
+    "find /app /etc/roboshop /etc/systemd/system /var/lib/apt/lists -xdev "
+    "-printf '%p %y %m %u %g %s %T@ %l\\n' 2>/dev/null | sort; "
+    "sha256sum /etc/roboshop/* /etc/systemd/system/payment.service; "
+    "systemctl show --property=MainPID,ExecMainStartTimestamp payment.service"
+)
+RABBITMQ_STATE = (
+    "find /etc/rabbitmq /var/lib/apt/lists -xdev "
+    "-printf '%p %y %m %u %g %s %T@ %l\\n' 2>/dev/null | sort; "
+    "sha256sum /etc/rabbitmq/*; "
+    "systemctl show --property=MainPID,ExecMainStartTimestamp rabbitmq-server.service; "
+    "rabbitmqctl -q list_users; rabbitmqctl -q list_permissions"
+)
+
+
+def state(payment, rabbitmq) -> dict[str, str]:
+    return {
+        "payment": payment.run(PAYMENT_STATE).stdout,
+        "rabbitmq": rabbitmq.run(RABBITMQ_STATE).stdout,
+    }
+
+
+# inventory value -> words the refusal must contain (the variable it names)
+BAD_VALUES = {
+    "placeholder": ({"roboshop_cart_host": "<CART-SERVER-IPADDRESS>"}, ["roboshop_cart_host"]),
+    "malformed-port": ({"roboshop_user_port": "80eighty"}, ["roboshop_user_port"]),
+    "malformed-host": ({"roboshop_amqp_host": "rabbit mq!"}, ["roboshop_amqp_host"]),
+    "lab-password-outside-lab": (
+        {"roboshop_environment": "production"},
+        ["vault_roboshop_amqp_password", "lab password"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_inventory_value_changes_nothing(case, payment, rabbitmq, tmp_path: Path):
+    overrides, words = BAD_VALUES[case]
+    inventory = lib.copy_inventory(tmp_path / "inventory", overrides)
+    before = state(payment, rabbitmq)
+    assert "/app/current" in before["payment"] and "payment.service" in before["payment"]
+    # With a changed release too: had the preflight let it through, the hosts would change.
+    with lib.release_copy(f"refused-{case}") as src:
+        run = lib.run_playbook(
+            "site.yml", "-e", f"payment_source_dir={src}", inventory=inventory, timeout=600
+        )
+    assert run.rc != 0, "the play accepted a bad inventory value"
+    assert "Preflight refused the inventory, nothing was changed" in run.output
+    for word in words:
+        assert word in run.output, f"the refusal does not name {word!r}"
+    assert state(payment, rabbitmq) == before, "a host changed although the play was refused"
+    assert run.changed() == 0, run.recap()
+
+
+def _break_app(src: Path) -> None:
+    wsgi = src / "payment/wsgi.py"
+    wsgi.write_text(
+        wsgi.read_text() + '\nraise RuntimeError("this release is broken on purpose")\n'
+    )
+
+
+def test_release_that_cannot_start_is_rolled_back(payment, stubs):
+    previous = lib.current_release(payment)
+    assert lib.http(payment, "GET", HEALTH)[0] == 200
+
+    with lib.release_copy("broken", _break_app) as src:
+        run = lib.run_playbook("site.yml", "-e", f"payment_source_dir={src}")
+
+    assert run.rc != 0, "the play did not fail"
+    out = run.output
+    assert f"did not become live on {PAYMENT}" in out, "no clear failure message"
+    assert f"ROLLED BACK: /app/current -> {previous} again, and it is live." in out
+    assert "this release is broken on purpose" in out, "the journal's reason is not quoted"
+    # The previous release is the current one, and it is what runs and serves.
+    assert lib.current_release(payment) == previous
+    service = payment.service("payment")
+    assert service.is_running
+    cwd = payment.check_output("readlink /proc/%s/cwd", lib.main_pid(payment))
+    assert cwd == previous, f"payment runs from {cwd}, not from {previous}"
+    assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=30)
+    code, text, _ = lib.pay(payment, stubs)
+    assert code == 200, text
+    order = lib.take_order(PAYMENT, json.loads(text)["orderid"])
+    assert order["routing_key"] == "orders"
+
+
+def test_rabbitmq_down_during_deploy(payment, rabbitmq, stubs):
+    rabbitmq.check_output("systemctl stop rabbitmq-server.service")
+    outage_payment = None
+    try:
+        with lib.release_copy("broker-down") as src:
+            run = lib.run_playbook("playbooks/payment.yml", "-e", f"payment_source_dir={src}")
+        assert run.rc == 0, "the deploy failed while only RabbitMQ was down"
+        assert f"is live on {PAYMENT} but not ready" in run.output, "the deploy did not report it"
+        release = lib.current_release(payment)
+        assert payment.file(f"{release}/RELEASE").content_string.startswith("broker-down ")
+        assert payment.service("payment").is_running
+        pid = lib.main_pid(payment)
+        code, text = lib.http(payment, "GET", HEALTH)
+        assert code == 503, text
+        assert json.loads(text)["rabbitmq"] == "disconnected"
+        outage_payment = lib.pay(payment, stubs)
+        print(f"payment while RabbitMQ is down -> {outage_payment[0]} {outage_payment[1]}")
+    finally:
+        rabbitmq.check_output("systemctl start rabbitmq-server.service")
+
+    # Back without a restart of payment: ready again, and payments reach the queue.
+    ready = lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=120)
+    assert ready, lib.http(payment, "GET", HEALTH)
+    assert lib.main_pid(payment) == pid, "payment was restarted"
+    code, text, _ = lib.pay(payment, stubs)
+    assert code == 200, text
+    assert lib.take_order(PAYMENT, json.loads(text)["orderid"])["routing_key"] == "orders"
+    # A 200 given during the outage is a promise: that order reaches the queue as well.
+    if outage_payment[0] == 200:
+        orderid = json.loads(outage_payment[1])["orderid"]
+        assert lib.take_order(PAYMENT, orderid, timeout=60)["body"]["orderid"] == orderid
+    assert lib.main_pid(payment) == pid, "payment was restarted"

@@ -1,0 +1,97 @@
+"""A rolling deploy of a changed release while a client keeps paying: no payment fails, and
+every paid order is in the `orders` queue exactly once."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import time
+
+import roboshop_testlib as lib
+from conftest import PAYMENT_HOSTS
+
+STUBS = "roll-stubs"
+STOP_FILE = "/tmp/pay_client.stop"
+
+
+def start_client() -> subprocess.Popen:
+    tools = lib.copy_tools(STUBS)
+    cart_port = lib.lab_vars()["roboshop_cart_port"]
+    targets = [arg for h in PAYMENT_HOSTS for arg in ("--target", f"{h}:{lib.PAYMENT_PORT}")]
+    client = subprocess.Popen(
+        ["podman", "exec", STUBS, "python3", f"{tools}/pay_client.py", *targets,
+         "--cart-url", f"http://localhost:{cart_port}", "--stop-file", STOP_FILE],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "READY"
+    return client
+
+
+def stop_client(client: subprocess.Popen) -> dict:
+    subprocess.run(["podman", "exec", STUBS, "touch", STOP_FILE], check=True)
+    out, _ = client.communicate(timeout=120)
+    assert client.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_rolling_deploy_under_load(payments, stubs):
+    first = PAYMENT_HOSTS[0]
+    for name, h in payments.items():
+        code, text = lib.http(h, "GET", f"http://localhost:{lib.PAYMENT_PORT}/health")
+        assert code == 200, f"{name} not ready before the roll: {text}"
+    before = {name: lib.current_release(h) for name, h in payments.items()}
+    pids_before = {name: lib.main_pid(h) for name, h in payments.items()}
+    # Start from an empty queue, so that afterwards it holds exactly this test's orders.
+    lib.drain_orders(first, settle=1)
+
+    with lib.release_copy("rolling") as src:
+        client = start_client()
+        try:
+            time.sleep(3)  # paying on both hosts before the roll starts
+            t_deploy = time.time()
+            run = lib.run_playbook("site.yml", "-e", f"payment_source_dir={src}")
+            t_deployed = time.time()
+            time.sleep(3)  # and after it
+        finally:
+            summary = stop_client(client)
+
+    ok, failures = summary["ok"], summary["failures"]
+    during = [o for o in ok if t_deploy <= o["t"] <= t_deployed]
+    print(
+        f"\nclient: {summary['attempts']} payments, {len(ok)} ok, {len(failures)} failed, "
+        f"{summary['refused_retries']} refused-and-retried; by host {summary['by_target']}; "
+        f"{len(during)} ok during the {t_deployed - t_deploy:.0f} s deploy"
+    )
+    assert run.rc == 0, "the rolling deploy failed (output above)"
+
+    # The roll really happened: a new release, the same on both hosts, each restarted.
+    after = {name: lib.current_release(h) for name, h in payments.items()}
+    pids_after = {name: lib.main_pid(h) for name, h in payments.items()}
+    for name in PAYMENT_HOSTS:
+        assert after[name] != before[name], f"{name} still runs {before[name]}"
+        assert pids_after[name] != pids_before[name], f"{name} was not restarted"
+    assert len(set(after.values())) == 1, after
+    assert payments[first].file(f"{after[first]}/RELEASE").content_string.startswith("rolling ")
+
+    # The load was real, on both hosts, during the roll.
+    assert not failures, f"{len(failures)} failed payments, e.g. {failures[:5]}"
+    assert {o["target"].split(":")[0] for o in during} == set(PAYMENT_HOSTS), summary["by_target"]
+    assert len(during) >= 20, f"only {len(during)} payments during the deploy"
+
+    # Every 200 is in the queue exactly once (an order kept in a host's outbox is delivered
+    # first), and the queue holds nothing else.
+    for name, h in payments.items():
+        assert lib.wait_for(lambda h=h: lib.outbox_pending(h) == 0, timeout=90), (
+            f"{name}: orders left in the outbox"
+        )
+    queued = collections.Counter(m["orderid"] for m in lib.drain_orders(first))
+    paid = collections.Counter(o["orderid"] for o in ok)
+    assert len(paid) == len(ok), "the service gave the same orderid twice"
+    duplicates = {k: n for k, n in queued.items() if n > 1}
+    assert not duplicates, f"orders queued more than once: {list(duplicates.items())[:5]}"
+    missing = paid.keys() - queued.keys()
+    assert not missing, f"{len(missing)} paid orders not in the queue, e.g. {sorted(missing)[:5]}"
+    extra = queued.keys() - paid.keys()
+    assert not extra, f"{len(extra)} queued orders nobody was told about: {sorted(extra)[:5]}"

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Deploy timings of the real site.yml: a cold deploy to 1 and to N (5) payment hosts, each
+# followed by a no-change re-run. Prints the times, the ratios (N hosts / 1 host, no-change /
+# cold) and how many tasks changed on each re-run (must be 0), then checks the goals:
+#   no-change <= 15 % of cold;  N hosts <= 1.5 x 1 host.
+# Exit status: 0 when every goal is met, 1 otherwise.
+#
+#   scripts/bench-deploy.sh            (BENCH_HOSTS=5 by default; BENCH_KEEP=1 keeps the hosts)
+#
+# Every run starts from fresh containers (bench-*, on the podman network roboshop-bench, the
+# lab's group_vars; stubs and rabbitmq are network aliases) and a fresh fact cache, so "cold"
+# is cold on the hosts. The controller's own caches (the packed release) are what ops keep.
+# Logs of every run stay in the work directory printed at the end.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+N=${BENCH_HOSTS:-5}
+NETWORK=roboshop-bench
+WORK=$(mktemp -d /tmp/bench-deploy.XXXXXX)
+GOAL_NOCHANGE=0.15
+GOAL_SCALE=1.5
+
+containers() { podman ps -a --format '{{.Names}}' | grep '^bench-' || true; }
+
+down() {
+  local c
+  for c in $(containers); do podman rm -f -t 2 "$c" >/dev/null 2>&1 || true; done
+  podman network rm "$NETWORK" >/dev/null 2>&1 || true
+}
+
+start_host() { # name alias
+  podman run -d --name "$1" --hostname "$1" --network "$NETWORK" --network-alias "$2" \
+    --systemd=always "$TESTHOST_IMAGE" /sbin/init >/dev/null
+}
+
+wait_booted() {
+  local c state
+  for c in "$@"; do
+    for _ in $(seq 1 120); do
+      state=$(podman exec "$c" systemctl is-system-running 2>/dev/null || true)
+      [[ $state == running || $state == degraded ]] && break
+      sleep 0.5
+    done
+  done
+}
+
+# up K: fresh hosts (K payment hosts, rabbitmq, stubs) and their inventory in $WORK/inv-K
+up() {
+  local k=$1 i inv="$WORK/inv-$1"
+  down
+  podman network create "$NETWORK" >/dev/null
+  local hosts=(bench-rabbitmq bench-stubs)
+  start_host bench-rabbitmq rabbitmq
+  start_host bench-stubs stubs
+  for i in $(seq 1 "$k"); do
+    start_host "bench-payment$i" "bench-payment$i"
+    hosts+=("bench-payment$i")
+  done
+  wait_booted "${hosts[@]}"
+  mkdir -p "$inv"
+  ln -s "$ROOT/inventory/lab/group_vars" "$inv/group_vars"
+  {
+    echo "all:"
+    echo "  vars:"
+    echo "    ansible_connection: containers.podman.podman"
+    echo "    ansible_python_interpreter: /usr/bin/python3"
+    echo "  children:"
+    echo "    payment:"
+    echo "      hosts:"
+    for i in $(seq 1 "$k"); do echo "        bench-payment$i:"; done
+    echo "    rabbitmq:"
+    echo "      hosts:"
+    echo "        bench-rabbitmq:"
+    echo "    stubs:"
+    echo "      hosts:"
+    echo "        bench-stubs:"
+  } >"$inv/hosts.yml"
+  # a fresh fact cache per set of hosts: the cold run gathers, the re-run may reuse
+  rm -rf "$WORK/facts-$k"
+  ANSIBLE_CACHE_PLUGIN_CONNECTION="$WORK/facts-$k" \
+    ansible-playbook -i "$inv" testing/lab/stubs.yml >"$WORK/stubs-$k.log" 2>&1 ||
+    die "stubs play failed: $WORK/stubs-$k.log"
+}
+
+# deploy LABEL K -> sets SECS and CHANGED; the log is $WORK/LABEL.log
+deploy() {
+  local label=$1 k=$2 t0 rc=0
+  log "$label: ansible-playbook site.yml ($k payment host(s))"
+  t0=$(now)
+  ANSIBLE_CACHE_PLUGIN_CONNECTION="$WORK/facts-$k" ANSIBLE_NOCOLOR=1 \
+    ansible-playbook -i "$WORK/inv-$k" site.yml >"$WORK/$label.log" 2>&1 || rc=$?
+  SECS=$(elapsed "$t0")
+  [[ $rc -eq 0 ]] || die "$label failed (rc=$rc): see $WORK/$label.log"
+  CHANGED=$(awk '/^PLAY RECAP/ {r=1; next} r && /changed=/ {
+      for (i = 1; i <= NF; i++) if ($i ~ /^changed=/) { split($i, a, "="); s += a[2] } }
+      END { print s + 0 }' "$WORK/$label.log")
+  log "$label: $SECS s, $CHANGED task(s) changed"
+}
+
+# the tasks that reported "changed" in a log (to explain a non-zero re-run)
+changed_tasks() {
+  awk '/^TASK \[/ {t=$0} /^changed: / {print "    " t " " $2}' "$1" | sort -u | head -20
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+
+trap '[[ ${BENCH_KEEP:-0} == 1 ]] || down' EXIT
+T0=$(now)
+
+up 1
+deploy cold-1 1
+COLD1=$SECS
+deploy nochange-1 1
+NOCH1=$SECS
+CH1=$CHANGED
+
+up "$N"
+deploy "cold-$N" "$N"
+COLDN=$SECS
+deploy "nochange-$N" "$N"
+NOCHN=$SECS
+CHN=$CHANGED
+
+R_COLD=$(ratio "$COLDN" "$COLD1")
+R_NOCH=$(ratio "$NOCHN" "$NOCH1")
+R_1=$(ratio "$NOCH1" "$COLD1")
+R_N=$(ratio "$NOCHN" "$COLDN")
+
+FAILED=0
+verdict() { # ok-condition label
+  if eval "$1"; then printf '  met      %s\n' "$2"; else printf '  MISSED   %s\n' "$2"; FAILED=1; fi
+}
+
+echo
+echo "deploy timings (site.yml, $(nproc) cores, fresh hosts; logs in $WORK)"
+printf '  %-30s %10s %10s %8s\n' "" "1 host" "$N hosts" "$N / 1"
+printf '  %-30s %9ss %9ss %8s\n' "cold deploy" "$COLD1" "$COLDN" "$R_COLD"
+printf '  %-30s %9ss %9ss %8s\n' "no-change re-run" "$NOCH1" "$NOCHN" "$R_NOCH"
+printf '  %-30s %10s %10s\n' "no-change / cold" "$R_1" "$R_N"
+printf '  %-30s %10s %10s\n' "tasks changed on the re-run" "$CH1" "$CHN"
+echo
+echo "goals"
+verdict '[[ $CH1 -eq 0 && $CHN -eq 0 ]]' "no-change re-run changes 0 tasks ($CH1, $CHN)"
+verdict 'le "$R_1" "$GOAL_NOCHANGE" && le "$R_N" "$GOAL_NOCHANGE"' \
+  "no-change <= ${GOAL_NOCHANGE} x cold ($R_1 at 1 host, $R_N at $N hosts)"
+verdict 'le "$R_COLD" "$GOAL_SCALE"' "cold: $N hosts <= ${GOAL_SCALE} x 1 host ($R_COLD)"
+verdict 'le "$R_NOCH" "$GOAL_SCALE"' "no-change: $N hosts <= ${GOAL_SCALE} x 1 host ($R_NOCH)"
+for f in nochange-1 "nochange-$N"; do
+  if [[ -n $(changed_tasks "$WORK/$f.log") ]]; then
+    echo "  changed in $f:"
+    changed_tasks "$WORK/$f.log"
+  fi
+done
+echo
+log "benchmark done in $(elapsed "$T0") s"
+exit "$FAILED"

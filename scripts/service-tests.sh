@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The payment service's tests: a real RabbitMQ on localhost (started here when none answers),
+# the real stub servers and uWSGI on free loopback ports. Exit status: pytest's.
+#
+#   scripts/service-tests.sh [pytest args...]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/local-rabbitmq.sh start
+exec "$ROOT/.venv/bin/pytest" -q -p no:cacheprovider service_src/tests "$@"

@@ -1,0 +1,3 @@
+"""RoboShop payment service: a drop-in for RoboShop's payment API (see README.md)."""
+
+__version__ = "1.0.0"

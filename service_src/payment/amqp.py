@@ -1,0 +1,323 @@
+"""The order publisher: one AMQP connection per uWSGI worker, owned by one I/O thread.
+
+Request threads hand a message over (`publish`) and wait on a `Ticket` for the broker's
+publisher confirm. The I/O thread runs pika's SelectConnection: it declares the exchange,
+the durable queue and its binding on every (re)connect, publishes persistent messages with
+`mandatory` and `message_id = orderid`, pipelines confirms (many messages in flight, acks
+matched by delivery tag), answers heartbeats while idle and reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pika
+from pika.exchange_type import ExchangeType
+
+from .config import Settings
+
+log = logging.getLogger("payment.amqp")
+
+CONFIRMED = "confirmed"  # the broker confirmed: the message is in the queue, persisted
+FAILED = "failed"  # certainly not queued (not connected, nacked, unroutable)
+UNCERTAIN = "uncertain"  # sent, then the connection died before the confirm
+ABANDONED = "abandoned"  # the waiter gave up (timeout); see Ticket.sent
+
+
+class Ticket:
+    """One publish, as seen by the thread that waits for it."""
+
+    __slots__ = ("_done", "_lock", "orderid", "sent", "state")
+
+    def __init__(self, orderid: str) -> None:
+        self.orderid = orderid
+        self.state: str | None = None
+        self.sent = False
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def resolve(self, state: str) -> bool:
+        """Set the outcome (I/O thread); False when the waiter had already given up."""
+        with self._lock:
+            if self.state is not None:
+                return False
+            self.state = state
+        self._done.set()
+        return True
+
+    def mark_sent(self) -> bool:
+        """Called just before basic_publish; False when the waiter gave up (do not send)."""
+        with self._lock:
+            if self.state is not None:
+                return False
+            self.sent = True
+            return True
+
+    def wait(self, timeout: float) -> str:
+        if self._done.wait(timeout):
+            return self.state or FAILED
+        with self._lock:
+            if self.state is None:
+                self.state = ABANDONED
+            return self.state
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: Settings,
+        on_ready: Callable[[], None] | None = None,
+        on_late_confirm: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_ready = on_ready
+        self._on_late_confirm = on_late_confirm
+        self._params = pika.ConnectionParameters(
+            host=settings.amqp_host,
+            port=settings.amqp_port,
+            virtual_host=settings.amqp_vhost,
+            credentials=pika.PlainCredentials(settings.amqp_user, settings.amqp_pass),
+            heartbeat=settings.amqp_heartbeat,
+            blocked_connection_timeout=60,
+            connection_attempts=1,
+            socket_timeout=max(settings.connect_timeout, 1.0),
+            stack_timeout=max(settings.connect_timeout * 5, 5.0),
+            client_properties={"connection_name": f"payment {socket.gethostname()}/{os.getpid()}"},
+        )
+        self._lock = threading.Lock()
+        self._ready = False
+        self._stopping = False
+        self._conn: pika.SelectConnection | None = None
+        self._channel = None
+        self._queued: set[Ticket] = set()
+        self._pending: dict[int, Ticket] = {}
+        self._returned: set[str] = set()
+        self._tag = 0
+        self._late: set[str] = set()
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
+
+    # -- public, any thread ------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._ready
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._ready and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self._ready
+
+    def publish(self, orderid: str, body: bytes, headers: dict[str, str]) -> Ticket:
+        ticket = Ticket(orderid)
+        with self._lock:
+            conn = self._conn
+            if not self._ready or conn is None:
+                ticket.resolve(FAILED)
+                return ticket
+            self._queued.add(ticket)
+            try:
+                conn.ioloop.add_callback_threadsafe(
+                    functools.partial(self._publish, ticket, body, headers)
+                )
+            except Exception:  # the loop is going away
+                self._queued.discard(ticket)
+                ticket.resolve(FAILED)
+        return ticket
+
+    def pop_late_confirm(self, orderid: str) -> bool:
+        """True when a publish this worker gave up on was confirmed after all."""
+        with self._lock:
+            if orderid in self._late:
+                self._late.discard(orderid)
+                return True
+        return False
+
+    def stop(self) -> None:
+        self._stopping = True
+        with self._lock:
+            conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.ioloop.add_callback_threadsafe(self._close)
+
+    # -- the I/O thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.25
+        while not self._stopping:
+            opened_at = time.monotonic()
+            try:
+                conn = pika.SelectConnection(
+                    self._params,
+                    on_open_callback=self._on_open,
+                    on_open_error_callback=self._on_open_error,
+                    on_close_callback=self._on_closed,
+                )
+                with self._lock:
+                    self._conn = conn
+                conn.ioloop.start()
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("amqp loop error: %s", self.last_error)
+            self._after_loop()
+            if self._stopping:
+                break
+            if time.monotonic() - opened_at > 30:
+                backoff = 0.25  # it ran for a while: a fresh outage, retry quickly
+            time.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 15.0)
+
+    def _after_loop(self) -> None:
+        with self._lock:
+            self._ready = False
+            self._conn = None
+            self._channel = None
+            queued, self._queued = self._queued, set()
+            pending, self._pending = self._pending, {}
+            self._returned.clear()
+        for ticket in queued:  # never handed to the broker
+            ticket.resolve(FAILED)
+        for ticket in pending.values():  # sent, fate unknown
+            ticket.resolve(UNCERTAIN)
+
+    def _close(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            conn.close()
+        elif conn is not None and not conn.is_closing:
+            conn.ioloop.stop()
+
+    def _on_open(self, conn: pika.SelectConnection) -> None:
+        conn.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, conn: pika.SelectConnection, error: BaseException) -> None:
+        self.last_error = f"connect: {type(error).__name__}: {error}"
+        log.warning("amqp connect failed: %s", self.last_error)
+        conn.ioloop.stop()
+
+    def _on_closed(self, conn: pika.SelectConnection, reason: BaseException) -> None:
+        with self._lock:
+            self._ready = False
+        if not self._stopping:
+            self.last_error = f"closed: {type(reason).__name__}: {reason}"
+            log.warning("amqp connection closed: %s", self.last_error)
+        conn.ioloop.stop()
+
+    def _on_channel_open(self, channel) -> None:
+        s = self.settings
+        self._channel = channel
+        self._tag = 0
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm)
+        channel.exchange_declare(
+            exchange=s.amqp_exchange,
+            exchange_type=ExchangeType.direct,
+            durable=True,
+            callback=lambda _f: channel.queue_declare(
+                queue=s.amqp_queue,
+                durable=True,
+                callback=lambda _f: channel.queue_bind(
+                    queue=s.amqp_queue,
+                    exchange=s.amqp_exchange,
+                    routing_key=s.amqp_routing_key,
+                    callback=self._on_bound,
+                ),
+            ),
+        )
+
+    def _on_bound(self, _frame) -> None:
+        with self._lock:
+            self._ready = True
+        self.last_error = ""
+        log.info(
+            "amqp ready: exchange %s -> queue %s",
+            self.settings.amqp_exchange,
+            self.settings.amqp_queue,
+        )
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def _on_channel_closed(self, channel, reason: BaseException) -> None:
+        self.last_error = f"channel closed: {reason}"
+        if not self._stopping:
+            log.warning("amqp channel closed: %s", reason)
+        with self._lock:
+            self._ready = False
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            conn.close()
+
+    def _publish(self, ticket: Ticket, body: bytes, headers: dict[str, str]) -> None:
+        with self._lock:
+            self._queued.discard(ticket)
+        channel = self._channel
+        if not self._ready or channel is None or not channel.is_open:
+            ticket.resolve(FAILED)
+            return
+        if not ticket.mark_sent():
+            return  # the waiter gave up first: it keeps the order in the outbox
+        s = self.settings
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=ticket.orderid,
+            timestamp=int(time.time()),
+            headers=headers,
+        )
+        try:
+            channel.basic_publish(s.amqp_exchange, s.amqp_routing_key, body, props, mandatory=True)
+        except Exception as exc:
+            self.last_error = f"publish: {exc}"
+            ticket.resolve(UNCERTAIN)
+            return
+        self._tag += 1
+        self._pending[self._tag] = ticket
+
+    def _on_return(self, channel, method, props, body) -> None:
+        if props.message_id:
+            self._returned.add(props.message_id)
+        log.error(
+            "amqp message %s unroutable (%s): re-declaring", props.message_id, method.reply_text
+        )
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        ack = isinstance(method, pika.spec.Basic.Ack)
+        tags = (
+            [t for t in self._pending if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        redeclare = False
+        for tag in tags:
+            ticket = self._pending.pop(tag, None)
+            if ticket is None:
+                continue
+            returned = ticket.orderid in self._returned
+            if returned:
+                self._returned.discard(ticket.orderid)
+                redeclare = True
+            state = CONFIRMED if ack and not returned else FAILED
+            if not ticket.resolve(state) and state == CONFIRMED:
+                with self._lock:
+                    if len(self._late) < 100000:
+                        self._late.add(ticket.orderid)
+                if self._on_late_confirm is not None:
+                    try:
+                        self._on_late_confirm(ticket.orderid)
+                    except Exception:
+                        log.exception("late confirm handler failed")
+        if redeclare:  # the queue or its binding went away: reconnect declares them again
+            self._close()

@@ -1,0 +1,135 @@
+"""Settings from the environment: every variable, its default and its meaning is in README.md."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum:
+        raise ConfigError(f"{name} must be >= {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    cart_host: str = "cart"
+    cart_port: int = 8080
+    user_host: str = "user"
+    user_port: int = 8080
+    gateway_url: str = "https://paypal.com/"
+    delay_ms: int = 0
+    amqp_host: str = "rabbitmq"
+    amqp_port: int = 5672
+    amqp_user: str = "guest"
+    amqp_pass: str = "guest"
+    amqp_vhost: str = "/"
+    amqp_exchange: str = "robot-shop"
+    amqp_queue: str = "orders"
+    amqp_routing_key: str = "orders"
+    amqp_heartbeat: int = 30
+    connect_timeout: float = 1.0
+    read_timeout: float = 5.0
+    gateway_timeout: float = 10.0
+    publish_timeout: float = 3.0
+    state_dir: str = "/var/lib/payment"
+    idempotency_backend: str = "sqlite"
+    redis_url: str = "redis://localhost:6379/0"
+    idempotency_ttl: int = 86400
+    idempotency_lease: int = 120
+    max_body: int = 1024 * 1024
+    health_cache: float = 2.0
+    outbox_poll: float = 1.0
+    outbox_max: int = 100000
+    health_require_broker: bool = False
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        d = cls()
+        backend = _str(e, "PAYMENT_IDEMPOTENCY_BACKEND", d.idempotency_backend).lower()
+        if backend not in ("sqlite", "redis"):
+            raise ConfigError("PAYMENT_IDEMPOTENCY_BACKEND must be sqlite or redis")
+        return cls(
+            cart_host=_str(e, "CART_HOST", d.cart_host),
+            cart_port=_int(e, "CART_PORT", d.cart_port, 1),
+            user_host=_str(e, "USER_HOST", d.user_host),
+            user_port=_int(e, "USER_PORT", d.user_port, 1),
+            gateway_url=_str(e, "PAYMENT_GATEWAY", d.gateway_url),
+            delay_ms=_int(e, "PAYMENT_DELAY_MS", d.delay_ms),
+            amqp_host=_str(e, "AMQP_HOST", d.amqp_host),
+            amqp_port=_int(e, "AMQP_PORT", d.amqp_port, 1),
+            amqp_user=_str(e, "AMQP_USER", d.amqp_user),
+            amqp_pass=e.get("AMQP_PASS", d.amqp_pass),
+            amqp_vhost=_str(e, "AMQP_VHOST", d.amqp_vhost),
+            amqp_exchange=_str(e, "AMQP_EXCHANGE", d.amqp_exchange),
+            amqp_queue=_str(e, "AMQP_QUEUE", d.amqp_queue),
+            amqp_routing_key=_str(e, "AMQP_ROUTING_KEY", d.amqp_routing_key),
+            amqp_heartbeat=_int(e, "AMQP_HEARTBEAT", d.amqp_heartbeat),
+            connect_timeout=_float(e, "PAYMENT_CONNECT_TIMEOUT", d.connect_timeout, 0.001),
+            read_timeout=_float(e, "PAYMENT_READ_TIMEOUT", d.read_timeout, 0.001),
+            gateway_timeout=_float(e, "PAYMENT_GATEWAY_TIMEOUT", d.gateway_timeout, 0.001),
+            publish_timeout=_float(e, "PAYMENT_PUBLISH_TIMEOUT", d.publish_timeout, 0.001),
+            state_dir=_str(e, "PAYMENT_STATE_DIR", d.state_dir),
+            idempotency_backend=backend,
+            redis_url=_str(e, "PAYMENT_REDIS_URL", d.redis_url),
+            idempotency_ttl=_int(e, "PAYMENT_IDEMPOTENCY_TTL", d.idempotency_ttl, 1),
+            idempotency_lease=_int(e, "PAYMENT_IDEMPOTENCY_LEASE", d.idempotency_lease, 1),
+            max_body=_int(e, "PAYMENT_MAX_BODY", d.max_body, 1024),
+            health_cache=_float(e, "PAYMENT_HEALTH_CACHE", d.health_cache),
+            outbox_poll=_float(e, "PAYMENT_OUTBOX_POLL", d.outbox_poll, 0.01),
+            outbox_max=_int(e, "PAYMENT_OUTBOX_MAX", d.outbox_max, 1),
+            health_require_broker=_bool(e, "PAYMENT_HEALTH_REQUIRE_BROKER", False),
+            log_level=_str(e, "PAYMENT_LOG_LEVEL", d.log_level).upper(),
+        )
+
+    @property
+    def cart_base(self) -> str:
+        return f"http://{self.cart_host}:{self.cart_port}"
+
+    @property
+    def user_base(self) -> str:
+        return f"http://{self.user_host}:{self.user_port}"

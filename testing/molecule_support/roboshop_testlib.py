@@ -1,0 +1,281 @@
+"""Helpers shared by the molecule scenarios' testinfra tests (each conftest puts this
+directory on sys.path).
+
+Hosts are reached through testinfra's podman backend (one `podman exec` per command), never
+through molecule's Ansible backend. Tests that deploy call the real `ansible-playbook` with the
+project's ansible.cfg and the scenario's molecule inventory (or a copy with changed values).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import testinfra
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[2]
+LAB_VARS = PROJECT / "inventory/lab/group_vars/all"
+SERVICE_SRC = PROJECT / "service_src"
+TOOLS = PROJECT / "testing/tools"
+TOOLS_ON_HOST = "/tmp/roboshop-tools"
+PAYMENT_PORT = 8080
+
+_VERIFY_T0 = time.monotonic()
+
+
+# -- hosts ------------------------------------------------------------------------------------
+def host(container: str):
+    """A testinfra host for a podman container (one `podman exec` per command)."""
+    return testinfra.get_host(f"podman://{container}")
+
+
+def lab_vars() -> dict:
+    """The inventory values the scenarios converge with (inventory/lab/group_vars/all)."""
+    merged: dict = {}
+    for path in sorted(LAB_VARS.glob("*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def http(
+    on_host, method: str, url: str, body: object | None = None, timeout: float = 15
+) -> tuple[int, str]:
+    """An HTTP request made from inside `on_host` with its python3 (no curl in the image).
+    Status 0 means no HTTP answer (refused, reset, timeout); the text says why."""
+    script = (
+        "import json,sys,urllib.request,urllib.error\n"
+        "m,u,b,t=sys.argv[1],sys.argv[2],sys.argv[3],float(sys.argv[4])\n"
+        "d=b.encode() if b else None\n"
+        "r=urllib.request.Request(u,data=d,method=m,"
+        "headers={'Content-Type':'application/json'} if d else {})\n"
+        "try:\n"
+        "    resp=urllib.request.urlopen(r,timeout=t); code=resp.status; text=resp.read()\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    code=e.code; text=e.read()\n"
+        "except Exception as e:\n"
+        "    code=0; text=repr(e).encode()\n"
+        "print(code); sys.stdout.write(text.decode())\n"
+    )
+    payload = "" if body is None else json.dumps(body)
+    out = on_host.check_output("python3 -c %s %s %s %s %s", script, method, url, payload, timeout)
+    code, _, text = out.partition("\n")
+    return int(code), text
+
+
+def copy_tools(container: str) -> str:
+    """Copy testing/tools/*.py to TOOLS_ON_HOST on the container; returns that directory."""
+    subprocess.run(["podman", "exec", container, "mkdir", "-p", TOOLS_ON_HOST], check=True)
+    for tool in sorted(TOOLS.glob("*.py")):
+        subprocess.run(
+            ["podman", "cp", str(tool), f"{container}:{TOOLS_ON_HOST}/{tool.name}"], check=True
+        )
+    return TOOLS_ON_HOST
+
+
+def main_pid(on_host, unit: str = "payment.service") -> int:
+    return int(on_host.check_output("systemctl show --property=MainPID --value %s", unit))
+
+
+def current_release(on_host) -> str:
+    return on_host.check_output("readlink /app/current")
+
+
+def outbox_pending(on_host) -> int:
+    """Orders in the host's local outbox (accepted with a 200, not yet confirmed by RabbitMQ)."""
+    script = (
+        "import os,sqlite3\n"
+        "p='/var/lib/payment/outbox.sqlite3'\n"
+        "print(sqlite3.connect(p).execute('select count(*) from outbox').fetchone()[0]"
+        " if os.path.exists(p) else 0)\n"
+    )
+    return int(on_host.check_output("python3 -c %s", script))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Poll until predicate() is truthy; returns its last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def drain_orders(container: str, settle: float = 3.0) -> list[dict]:
+    """Take every message from the `orders` queue (ack) with the release's pika, on a payment
+    host; waits until the queue stays empty for `settle` seconds."""
+    tools = copy_tools(container)
+    out = subprocess.run(
+        ["podman", "exec", container, "/app/current/venv/bin/python",
+         f"{tools}/queue_drain.py", "--settle", str(settle)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)["orders"]
+
+
+def take_order(container: str, orderid: str, timeout: float = 15) -> dict:
+    """Take one order by orderid from the `orders` queue (testing/tools/queue_get.py)."""
+    tools = copy_tools(container)
+    out = subprocess.run(
+        ["podman", "exec", container, "/app/current/venv/bin/python",
+         f"{tools}/queue_get.py", orderid, "--timeout", str(timeout)],
+        capture_output=True, text=True, check=False, timeout=timeout + 60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
+def fetch_cart(stubs_host, user: str) -> dict:
+    v = lab_vars()
+    code, text = http(stubs_host, "GET", f"http://localhost:{v['roboshop_cart_port']}/cart/{user}")
+    assert code == 200, text
+    return json.loads(text)
+
+
+def pay(payment_host, stubs_host, user: str | None = None) -> tuple[int, str, str]:
+    """One real payment on `payment_host` for a fresh anonymous cart: (status, body, user)."""
+    user = user or f"anonymous-{uuid.uuid4().hex[:12]}"
+    cart = fetch_cart(stubs_host, user)
+    code, text = http(
+        payment_host, "POST", f"http://localhost:{PAYMENT_PORT}/pay/{user}", cart, timeout=30
+    )
+    return code, text, user
+
+
+# -- ansible-playbook -------------------------------------------------------------------------
+@dataclass
+class PlaybookRun:
+    args: list[str]
+    rc: int
+    output: str
+    seconds: float
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP counters per host."""
+        return parse_recap(self.output)
+
+    def changed(self) -> int:
+        return sum(c.get("changed", 0) for c in self.recap().values())
+
+
+RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$")
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    recap: dict[str, dict[str, int]] = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap:
+            match = RECAP_LINE.match(line.strip())
+            if match:
+                recap[match.group(1)] = {
+                    k: int(v) for k, v in (kv.split("=") for kv in match.group(2).split())
+                }
+            elif line.strip():
+                in_recap = False
+    return recap
+
+
+def molecule_inventory() -> Path:
+    """The inventory molecule wrote for this scenario (hosts + linked group_vars/host_vars)."""
+    return Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+
+
+_FACTS = Path(tempfile.mkdtemp(prefix="roboshop-facts-"))
+
+
+def run_playbook(
+    playbook: str,
+    *extra: str,
+    inventory: Path | None = None,
+    timeout: float = 1800,
+) -> PlaybookRun:
+    """Run the project's ansible-playbook as ops would (project ansible.cfg), against the
+    scenario's inventory. Output (stdout+stderr) is kept for assertions and printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(
+        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        # a fresh fact cache per test session: facts of an earlier container with the same
+        # name are never reused
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(_FACTS),
+    )
+    args = [
+        "ansible-playbook",
+        "-i",
+        str(inventory or molecule_inventory()),
+        str(PROJECT / playbook),
+        *extra,
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        args,
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    seconds = time.monotonic() - t0
+    print(f"\n$ {' '.join(args)}  (rc={proc.returncode}, {seconds:.1f} s)\n{proc.stdout}")
+    return PlaybookRun(args, proc.returncode, proc.stdout, seconds)
+
+
+def copy_inventory(dest: Path, overrides: dict | None = None) -> Path:
+    """A copy of the scenario's inventory (links resolved) with `overrides` as the last file
+    of group_vars/all: a changed *inventory value*, as ops would make it."""
+    src = molecule_inventory()
+    shutil.copytree(src, dest, symlinks=False)
+    if overrides:
+        all_dir = dest / "group_vars" / "all"
+        all_dir.mkdir(parents=True, exist_ok=True)
+        (all_dir / "zz_test_override.yml").write_text("---\n" + yaml.safe_dump(overrides))
+    return dest
+
+
+@contextlib.contextmanager
+def release_copy(label: str, edit: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """A copy of service_src with a marker file (a new release id) and an optional edit;
+    point payment_source_dir at it to deploy it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"roboshop-release-{label}-"))
+    src = tmp / "service_src"
+    shutil.copytree(
+        SERVICE_SRC, src, ignore=shutil.ignore_patterns("tests", "__pycache__", ".*", "venv")
+    )
+    (src / "RELEASE").write_text(f"{label} {uuid.uuid4().hex}\n")
+    if edit:
+        edit(src)
+    try:
+        yield src
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- pytest reporting ---------------------------------------------------------------------------
+def report_verify_duration(terminalreporter) -> None:
+    """Print how long the verify step took (called from each conftest's terminal summary)."""
+    seconds = time.monotonic() - _VERIFY_T0
+    stats = terminalreporter.stats
+    counts = ", ".join(f"{len(stats.get(k, []))} {k}" for k in ("passed", "failed", "error"))
+    terminalreporter.write_sep(
+        "=", f"verify duration: {seconds:.1f} s ({counts}; testinfra podman backend)"
+    )
