@@ -23,6 +23,7 @@ import pika
 from pika.exchange_type import ExchangeType
 
 from .config import Settings
+from .ledger import STREAM_ARGUMENTS
 
 log = logging.getLogger("payment.amqp")
 
@@ -103,6 +104,8 @@ class Publisher:
         self._tag = 0
         self._late: set[str] = set()
         self.last_error = ""
+        self.ledger_enabled = bool(settings.amqp_ledger_queue)
+        self._declaring_ledger = False
         self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
 
     # -- public, any thread ------------------------------------------------------------
@@ -232,12 +235,32 @@ class Publisher:
                     queue=s.amqp_queue,
                     exchange=s.amqp_exchange,
                     routing_key=s.amqp_routing_key,
-                    callback=self._on_bound,
+                    callback=self._declare_ledger,
                 ),
             ),
         )
 
+    def _declare_ledger(self, _frame) -> None:
+        s = self.settings
+        channel = self._channel
+        if not self.ledger_enabled or channel is None:
+            self._on_bound(None)
+            return
+        self._declaring_ledger = True
+        channel.queue_declare(
+            queue=s.amqp_ledger_queue,
+            durable=True,
+            arguments=STREAM_ARGUMENTS,
+            callback=lambda _f: channel.queue_bind(
+                queue=s.amqp_ledger_queue,
+                exchange=s.amqp_exchange,
+                routing_key=s.amqp_routing_key,
+                callback=self._on_bound,
+            ),
+        )
+
     def _on_bound(self, _frame) -> None:
+        self._declaring_ledger = False
         with self._lock:
             self._ready = True
         self.last_error = ""
@@ -251,6 +274,14 @@ class Publisher:
 
     def _on_channel_closed(self, channel, reason: BaseException) -> None:
         self.last_error = f"channel closed: {reason}"
+        if self._declaring_ledger:
+            # no streams on this broker (or the name is taken by another queue type):
+            # carry on without the ledger (uncertain publishes are then republished)
+            log.error(
+                "ledger stream %s unusable (%s): disabled", self.settings.amqp_ledger_queue, reason
+            )
+            self.ledger_enabled = False
+            self._declaring_ledger = False
         if not self._stopping:
             log.warning("amqp channel closed: %s", reason)
         with self._lock:

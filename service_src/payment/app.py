@@ -34,6 +34,7 @@ def create_app(settings: Settings, threads: int = 1) -> Flask:
     app = Flask("payment")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
     service = Service(settings, threads)
     app.extensions["payment"] = service
 

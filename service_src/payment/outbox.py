@@ -44,6 +44,8 @@ class Row:
     body: bytes
     request_id: str
     uncertain: bool
+    created: float
+    attempts: int
 
 
 class Outbox:
@@ -87,7 +89,7 @@ class Outbox:
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(
-                "SELECT orderid, body, request_id, uncertain FROM outbox"
+                "SELECT orderid, body, request_id, uncertain, created, attempts FROM outbox"
                 " WHERE not_before <= ? AND claimed_until < ? ORDER BY created LIMIT ?",
                 (now, now, limit),
             ).fetchall()
@@ -100,7 +102,7 @@ class Outbox:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return [Row(r[0], bytes(r[1]), r[2], bool(r[3])) for r in rows]
+        return [Row(r[0], bytes(r[1]), r[2], bool(r[3]), r[4], r[5] + 1) for r in rows]
 
     def release(self, orderid: str, delay: float) -> None:
         self._db().execute(
@@ -129,6 +131,8 @@ class Drainer:
         confirm_timeout: float,
         late_window: float,
         on_delivered: Callable[[Row], None] | None = None,
+        ledger: Callable[[float, set[str]], set[str]] | None = None,
+        on_duplicate: Callable[[Row], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self._submit = submit
@@ -138,6 +142,8 @@ class Drainer:
         self._confirm_timeout = confirm_timeout
         self._late_window = late_window
         self._on_delivered = on_delivered
+        self._ledger = ledger
+        self._on_duplicate = on_duplicate
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-drainer", daemon=True)
 
@@ -161,6 +167,7 @@ class Drainer:
     def drain_once(self, batch: int = 200) -> int:
         """Deliver one batch (publishes pipelined); returns how many rows were delivered."""
         rows = self.outbox.claim(batch, self._lease)
+        rows = self._resolve_uncertain(rows)
         tickets = [(row, self._submit(row)) for row in rows]
         delivered = 0
         for row, ticket in tickets:
@@ -176,3 +183,32 @@ class Drainer:
             else:
                 self.outbox.release(row.orderid, self._poll)
         return delivered
+
+    def _resolve_uncertain(self, rows: list[Row]) -> list[Row]:
+        """Drop uncertain rows the ledger shows as delivered; keep the rest to publish."""
+        uncertain = [r for r in rows if r.uncertain]
+        if not uncertain or self._ledger is None:
+            return rows
+        try:
+            seen = self._ledger(
+                min(r.created for r in uncertain) - 10.0, {r.orderid for r in uncertain}
+            )
+        except Exception as exc:
+            log.warning("ledger lookup failed: %s", type(exc).__name__)
+            keep = []
+            for row in rows:
+                if row.uncertain and row.attempts < 10:
+                    self.outbox.release(row.orderid, max(self._poll, 1.0))
+                else:  # certain rows, or too many tries: publish (at-least-once)
+                    keep.append(row)
+            return keep
+        keep = []
+        for row in rows:
+            if row.uncertain and row.orderid in seen:
+                self.outbox.delete(row.orderid)
+                log.info("order %s was delivered before the connection broke", row.orderid)
+                if self._on_duplicate is not None:
+                    self._on_duplicate(row)
+            else:
+                keep.append(row)
+        return keep

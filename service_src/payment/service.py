@@ -17,6 +17,7 @@ from .amqp import ABANDONED, CONFIRMED, UNCERTAIN, Publisher, Ticket
 from .config import Settings
 from .deps import DependencyError, Deps
 from .idempotency import IN_FLIGHT, MISMATCH, REPLAY, RedisStore, SQLiteStore, Store
+from .ledger import Ledger
 from .outbox import Drainer, Outbox, Row
 from .validation import units
 
@@ -85,6 +86,8 @@ class Service:
                 confirm_timeout=self.settings.publish_timeout,
                 late_window=LATE_CONFIRM_WINDOW,
                 on_delivered=lambda _row: metrics.OUTBOX.labels("delivered").inc(),
+                ledger=self._ledger_seen if self.settings.amqp_ledger_queue else None,
+                on_duplicate=lambda _row: metrics.OUTBOX.labels("already_delivered").inc(),
             )
             self.publisher.start()
             self.drainer.start()
@@ -94,6 +97,11 @@ class Service:
         drainer = getattr(self, "drainer", None)
         if drainer is not None:
             drainer.wake()
+
+    def _ledger_seen(self, since: float, wanted: set[str]) -> set[str]:
+        if not self.publisher.ledger_enabled:
+            return set()  # no ledger on this broker: republish (at-least-once)
+        return Ledger(self.settings).seen(since, wanted)
 
     def _late_confirm(self, orderid: str) -> None:
         self.outbox.delete(orderid)
@@ -221,8 +229,8 @@ class Service:
             if body and now - at < self.settings.health_cache:
                 return status, body
         s = self.settings
-        cart = self.deps.probe("cart", s.cart_base)
-        user = self.deps.probe("user", s.user_base)
+        cart = self.deps.probe("cart")
+        user = self.deps.probe("user")
         broker = self.publisher.connected
         try:
             pending: int | None = self.outbox.pending()

@@ -69,7 +69,9 @@ def http(
         "print(code); sys.stdout.write(text.decode())\n"
     )
     payload = "" if body is None else json.dumps(body)
-    out = on_host.check_output("python3 -c %s %s %s %s %s", script, method, url, payload, timeout)
+    out = on_host.check_output(
+        "python3 -c %s %s %s %s %s", script, method, url, payload, str(timeout)
+    )
     code, _, text = out.partition("\n")
     return int(code), text
 

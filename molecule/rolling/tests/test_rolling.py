@@ -21,7 +21,8 @@ def start_client() -> subprocess.Popen:
     targets = [arg for h in PAYMENT_HOSTS for arg in ("--target", f"{h}:{lib.PAYMENT_PORT}")]
     client = subprocess.Popen(
         ["podman", "exec", STUBS, "python3", f"{tools}/pay_client.py", *targets,
-         "--cart-url", f"http://localhost:{cart_port}", "--stop-file", STOP_FILE],
+         "--cart-url", f"http://localhost:{cart_port}", "--stop-file", STOP_FILE,
+         "--workers", "2", "--pause", "0.05"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert client.stdout is not None
@@ -76,22 +77,30 @@ def test_rolling_deploy_under_load(payments, stubs):
     assert payments[first].file(f"{after[first]}/RELEASE").content_string.startswith("rolling ")
 
     # The load was real, on both hosts, during the roll.
-    assert not failures, f"{len(failures)} failed payments, e.g. {failures[:5]}"
     assert {o["target"].split(":")[0] for o in during} == set(PAYMENT_HOSTS), summary["by_target"]
     assert len(during) >= 20, f"only {len(during)} payments during the deploy"
 
     # Every 200 is in the queue exactly once (an order kept in a host's outbox is delivered
-    # first), and the queue holds nothing else.
+    # first), and the queue holds nothing else. All problems are reported together.
+    problems = []
+    if failures:
+        problems.append(f"{len(failures)} failed payments, e.g. {failures[:5]}")
     for name, h in payments.items():
-        assert lib.wait_for(lambda h=h: lib.outbox_pending(h) == 0, timeout=90), (
-            f"{name}: orders left in the outbox"
-        )
+        if not lib.wait_for(lambda h=h: lib.outbox_pending(h) == 0, timeout=90):
+            problems.append(f"{name}: orders left in the outbox")
     queued = collections.Counter(m["orderid"] for m in lib.drain_orders(first))
     paid = collections.Counter(o["orderid"] for o in ok)
-    assert len(paid) == len(ok), "the service gave the same orderid twice"
+    print(f"queue: {sum(queued.values())} messages, {len(queued)} distinct orders")
+    if len(paid) != len(ok):
+        problems.append("the service gave the same orderid twice")
     duplicates = {k: n for k, n in queued.items() if n > 1}
-    assert not duplicates, f"orders queued more than once: {list(duplicates.items())[:5]}"
+    if duplicates:
+        problems.append(f"orders queued more than once: {list(duplicates.items())[:5]}")
     missing = paid.keys() - queued.keys()
-    assert not missing, f"{len(missing)} paid orders not in the queue, e.g. {sorted(missing)[:5]}"
+    if missing:
+        problems.append(f"{len(missing)} paid orders not in the queue, e.g. {sorted(missing)[:5]}")
     extra = queued.keys() - paid.keys()
-    assert not extra, f"{len(extra)} queued orders nobody was told about: {sorted(extra)[:5]}"
+    if extra:
+        # e.g. a payment whose answer was lost in a reset: charged and queued, client told 5xx
+        problems.append(f"{len(extra)} queued orders the client got no 200 for")
+    assert not problems, "\n".join(problems)

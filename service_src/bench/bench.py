@@ -1,0 +1,348 @@
+"""Benchmark POST /pay under uWSGI with a real RabbitMQ and the asyncio stubs on loopback.
+
+    .venv/bin/python service_src/bench/bench.py [--seconds 15] [--clients 1,8,32]
+
+Prints, per concurrency: req/s, p50, p99, the uWSGI processes' CPU time per request (master +
+workers, from /proc), the stubs' and the broker's CPU per request, and the dependency floor
+measured in the same run: one round trip to each stub the flow calls (user check, gateway,
+cart delete) + one confirmed persistent publish, back to back over kept-alive connections.
+Goals: 1 client p50 <= 1.5x floor; 32 clients p99 <= 2x p50.
+
+The load generator is lean on purpose (raw keep-alive sockets, pre-built requests, in
+separate processes) so that it steals as little CPU as possible from the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pika
+
+SERVICE_SRC = Path(__file__).resolve().parents[1]
+ROOT = SERVICE_SRC.parent
+STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
+UWSGI = Path(sys.executable).with_name("uwsgi")
+TICK = os.sysconf("SC_CLK_TCK")
+CART = {
+    "total": 1131.0,
+    "tax": 188.5,
+    "items": [
+        {"qty": 1, "sku": "HAL-1", "name": "HAL", "price": 1000, "subtotal": 1000},
+        {"qty": 1, "sku": "SHIP", "name": "shipping to Brno", "price": 131, "subtotal": 131},
+    ],
+}
+BODY = json.dumps(CART).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+class Client:
+    """A minimal HTTP/1.1 keep-alive client: one socket, pre-built requests."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def call(self, raw: bytes) -> int:
+        self.sock.sendall(raw)
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        while len(rest) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            rest += chunk
+        self.buf = rest[length:]
+        return status
+
+
+def pay_request(user: str) -> bytes:
+    return (
+        f"POST /pay/{user} HTTP/1.1\r\nHost: payment\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
+
+
+def client_proc(port: int, threads: int, seconds: float, tag: str, out: mp.Queue) -> None:
+    import threading
+
+    results: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
+    stop_at = time.monotonic() + seconds
+
+    def run(n: int) -> None:
+        client = Client(port)
+        i = 0
+        lat = results[n]
+        while time.monotonic() < stop_at:
+            i += 1
+            raw = pay_request(f"anonymous-{tag}-{n}-{i}")
+            t0 = time.perf_counter()
+            status = client.call(raw)
+            lat.append(time.perf_counter() - t0)
+            if status != 200:
+                errors[n] += 1
+
+    ts = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(([x for r in results for x in r], sum(errors)))
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total / TICK
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def beam_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_floor(ports: dict[str, int], amqp: pika.BlockingConnection, exchange: str) -> float:
+    """p50 of: user check + gateway + cart delete round trips + one confirmed publish."""
+    user, gateway, cart = Client(ports["user"]), Client(ports["gateway"]), Client(ports["cart"])
+    channel = amqp.channel()
+    channel.confirm_delivery()
+    props = pika.BasicProperties(
+        content_type="application/json", delivery_mode=2, message_id="x", headers={"a": "b"}
+    )
+    message = json.dumps({"orderid": str(uuid.uuid4()), "user": "anonymous-1", "cart": CART})
+    totals = []
+    for i in range(400):
+        t0 = time.perf_counter()
+        user.call(f"GET /check/anonymous-f{i} HTTP/1.1\r\nHost: u\r\n\r\n".encode())
+        gateway.call(b"GET /charge HTTP/1.1\r\nHost: g\r\n\r\n")
+        cart.call(f"DELETE /cart/anonymous-f{i} HTTP/1.1\r\nHost: c\r\n\r\n".encode())
+        channel.basic_publish(exchange, "orders", message.encode(), props, mandatory=True)
+        totals.append(time.perf_counter() - t0)
+    return statistics.median(totals[50:])
+
+
+def run_load(port: int, clients: int, seconds: float) -> tuple[list[float], int]:
+    procs_n = min(clients, 4)
+    per = [clients // procs_n + (1 if i < clients % procs_n else 0) for i in range(procs_n)]
+    out: mp.Queue = mp.Queue()
+    tag = uuid.uuid4().hex[:6]
+    procs = [
+        mp.Process(target=client_proc, args=(port, n, seconds, f"{tag}{i}", out))
+        for i, n in enumerate(per)
+    ]
+    for p in procs:
+        p.start()
+    lat: list[float] = []
+    errors = 0
+    for _ in procs:
+        chunk, errs = out.get()
+        lat += chunk
+        errors += errs
+    for p in procs:
+        p.join()
+    return lat, errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="benchmark POST /pay")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--processes", default=str(os.cpu_count() or 2))
+    parser.add_argument("--threads", default="8")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "local-rabbitmq.sh")], check=True, stdout=subprocess.DEVNULL
+    )
+    state = Path(tempfile.mkdtemp(prefix="payment-bench-"))
+    tag = uuid.uuid4().hex[:8]
+    exchange, queue = f"bench-shop-{tag}", f"bench-orders-{tag}"
+    ports = {role: free_port() for role in ("cart", "user", "gateway")}
+    stubs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(STUBS),
+                "--role",
+                role,
+                "--port",
+                str(port),
+                "--no-bodies",
+                "--max-calls",
+                "100",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for role, port in ports.items()
+    ]
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CART_HOST": "127.0.0.1",
+        "CART_PORT": str(ports["cart"]),
+        "USER_HOST": "127.0.0.1",
+        "USER_PORT": str(ports["user"]),
+        "PAYMENT_GATEWAY": f"http://127.0.0.1:{ports['gateway']}/charge",
+        "AMQP_HOST": "127.0.0.1",
+        "AMQP_USER": "guest",
+        "AMQP_PASS": "guest",
+        "AMQP_EXCHANGE": exchange,
+        "AMQP_QUEUE": queue,
+        "SHOP_PAYMENT_PORT": str(port),
+        "PAYMENT_BIND": "127.0.0.1",
+        "PAYMENT_STATE_DIR": str(state),
+        "PAYMENT_PROCESSES": args.processes,
+        "PAYMENT_THREADS": args.threads,
+    }
+    env.update(
+        {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("PAYMENT_", "AMQP_")) and k not in env
+        }
+    )
+    log = (state / "uwsgi.log").open("wb")
+    uwsgi = subprocess.Popen(
+        [str(UWSGI), "--ini", str(SERVICE_SRC / "payment.ini")],
+        cwd=SERVICE_SRC,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    amqp = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", credentials=pika.PlainCredentials("guest", "guest"))
+    )
+    rows = []
+    try:
+        for p in ports.values():
+            wait_port(p)
+        wait_port(port)
+        time.sleep(2.5)  # workers connect to RabbitMQ
+        run_load(port, 4, 2.0)  # warm up
+        floor = measure_floor(ports, amqp, exchange)
+        pids = [uwsgi.pid, *children(uwsgi.pid)]
+        stub_pids = [s.pid for s in stubs]
+        broker = beam_pids()
+        for clients in levels:
+            amqp.channel().queue_purge(queue)
+            cpu0, s0, b0 = cpu_seconds(pids), cpu_seconds(stub_pids), cpu_seconds(broker)
+            t0 = time.perf_counter()
+            lat, errors = run_load(port, clients, args.seconds)
+            wall = time.perf_counter() - t0
+            cpu = cpu_seconds(pids) - cpu0
+            n = len(lat)
+            rows.append(
+                {
+                    "clients": clients,
+                    "requests": n,
+                    "errors": errors,
+                    "rps": n / wall,
+                    "p50": pct(lat, 0.50),
+                    "p99": pct(lat, 0.99),
+                    "cpu_req": cpu / n,
+                    "stub_cpu_req": (cpu_seconds(stub_pids) - s0) / n,
+                    "broker_cpu_req": (cpu_seconds(broker) - b0) / n,
+                }
+            )
+    finally:
+        uwsgi.send_signal(signal.SIGTERM)  # die-on-term: the master stops its workers
+        try:
+            uwsgi.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(uwsgi.pid, signal.SIGKILL)
+            uwsgi.wait(10)
+        for s in stubs:
+            s.terminate()
+            s.wait(10)
+        try:
+            ch = amqp.channel()
+            ch.queue_delete(queue)
+            ch.exchange_delete(exchange)
+            amqp.close()
+        except Exception:
+            pass
+        shutil.rmtree(state, ignore_errors=True)
+
+    ms = 1000.0
+    print(
+        f"\ndependency floor (user + gateway + cart round trips + 1 confirmed publish), "
+        f"p50: {floor * ms:.2f} ms\n"
+    )
+    print(
+        f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
+        f"{'p50/floor':>9} {'uwsgi CPU/req':>13} {'stubs CPU/req':>13} {'broker CPU/req':>14}"
+        f" {'errors':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['clients']:>7} {r['rps']:>8.0f} {r['p50'] * ms:>8.2f} {r['p99'] * ms:>8.2f} "
+            f"{r['p99'] / r['p50']:>8.2f} {r['p50'] / floor:>9.2f} "
+            f"{r['cpu_req'] * ms:>10.3f} ms {r['stub_cpu_req'] * ms:>10.3f} ms "
+            f"{r['broker_cpu_req'] * ms:>11.3f} ms {r['errors']:>6}"
+        )
+    print(
+        "\ngoals: 1 client p50/floor <= 1.5; 32 clients p99/p50 <= 2 and req/s as high as the "
+        "2 cores allow"
+    )
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""RabbitMQ: idle connections survive heartbeats; a broker restart mid-run loses no order and
+delivers each one exactly once (outbox + reconnect)."""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import Payment, Stubs, delete_topology, make_payment, wait_port
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def hb_payment(rabbitmq: None, stubs: Stubs) -> Iterator[Payment]:
+    payment = make_payment(stubs, AMQP_HEARTBEAT="2", PAYMENT_PROCESSES="2", PAYMENT_THREADS="4")
+    payment.start()
+    yield payment
+    payment.stop()
+    delete_topology(payment.exchange, payment.queue)
+    shutil.rmtree(payment.state_dir, ignore_errors=True)
+
+
+def test_idle_connection_survives_heartbeats(hb_payment: Payment, fresh_stubs: Stubs) -> None:
+    hb_payment.messages()
+    time.sleep(7)  # more than 3 heartbeat intervals without traffic
+    stored = hb_payment.metric("payment_outbox_orders_total", 'event="stored"')
+    for i in range(4):
+        assert hb_payment.pay(f"anonymous-hb{i}").status == 200
+    assert hb_payment.metric("payment_outbox_orders_total", 'event="stored"') == stored
+    assert "amqp connection closed" not in hb_payment.log.read_text()
+    assert len(hb_payment.messages()) == 4
+
+
+def test_broker_restart_loses_nothing_and_duplicates_nothing(
+    hb_payment: Payment, fresh_stubs: Stubs
+) -> None:
+    hb_payment.messages()
+    done: list[str] = []
+    failures: list[int] = []
+    lock = threading.Lock()
+    finished = threading.Event()
+    seq = iter(range(10**6))
+
+    def client() -> None:
+        while not finished.is_set():
+            reply = hb_payment.pay(f"anonymous-r{next(seq)}")
+            with lock:
+                if reply.status == 200:
+                    done.append(reply.json["orderid"])
+                else:
+                    failures.append(reply.status)
+            time.sleep(0.005)
+
+    def wait_done(n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(done) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(done) >= n
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_done(40)
+        rabbitmqctl("stop_app")
+        during = len(done)
+        time.sleep(1.0)
+        down = hb_payment.get("/health").json
+        wait_done(during + 40)  # payments go on while the broker is down
+        rabbitmqctl("start_app")
+        wait_port(5672, timeout=60)
+        wait_done(len(done) + 60)
+    finally:
+        finished.set()
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=False, timeout=120)
+        for t in threads:
+            t.join(120)
+    assert down["rabbitmq"] == "disconnected"
+    assert hb_payment.get("/health").status == 200
+    assert failures == []
+    hb_payment.wait_outbox_empty(timeout=60)
+    assert hb_payment.metric("payment_outbox_orders_total", 'event="stored"') >= 40
+    counts = collections.Counter(body["orderid"] for _, body in hb_payment.messages())
+    ids = collections.Counter(done)
+    assert len(ids) == len(done) > 140
+    assert set(counts) == set(ids), "every 200 order delivered, nothing else"
+    duplicates = {k: v for k, v in counts.items() if v != 1}
+    assert duplicates == {}
