@@ -126,7 +126,7 @@ def client_proc(port: int, threads: int, seconds: float, tag: str, out: mp.Queue
         t.start()
     for t in ts:
         t.join()
-    out.put(([x for r in results for x in r], sum(errors)))
+    out.put(([x for r in results for x in r], sum(errors), [len(r) for r in results]))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -189,10 +189,14 @@ def run_load(port: int, clients: int, seconds: float) -> tuple[list[float], int]
         p.start()
     lat: list[float] = []
     errors = 0
+    per_client: list[int] = []
     for _ in procs:
-        chunk, errs = out.get()
+        chunk, errs, counts = out.get()
         lat += chunk
         errors += errs
+        per_client += counts
+    if min(per_client) == 0:
+        print(f"  ({clients} clients: {per_client.count(0)} got no answer at all)")
     for p in procs:
         p.join()
     return lat, errors

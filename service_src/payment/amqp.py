@@ -54,6 +54,10 @@ class Ticket:
         self._done.set()
         return True
 
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
     def mark_sent(self) -> bool:
         """Called just before basic_publish; False when the waiter gave up (do not send)."""
         with self._lock:

@@ -75,7 +75,8 @@ class Deps:
                 method, path, headers, body, read_timeout or self.settings.read_timeout
             )
         except ConnectFailed as exc:
-            raise self._error(dependency, operation, "timeout" if exc.timed_out else "refused", exc)
+            kind = "timeout" if exc.timed_out else "refused"
+            raise self._error(dependency, operation, kind, exc) from None
         except ReadTimedOut as exc:
             raise self._error(dependency, operation, "read_timeout", exc) from None
         except (BadResponse, OSError) as exc:

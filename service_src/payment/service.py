@@ -172,17 +172,21 @@ class Service:
         message = json.dumps(
             {"orderid": orderid, "user": user_id, "cart": cart}, separators=(",", ":")
         ).encode()
-        try:
-            where = self._publish(orderid, message, rid)
-        except Exception as exc:
-            log.error("order %s not recorded: %s", orderid, type(exc).__name__)
-            return error(503, "the order could not be recorded", final=True, dependency="rabbitmq")
-        result = Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
-        # 4./5. after the charge nothing fails the payment: log and count
+        ticket = self.publisher.publish(orderid, message, {"x-request-id": rid})
+        where = ""
+        if ticket.done:  # not connected: into the outbox before anything else
+            where = self._settle(ticket, orderid, message, rid)
+        # 4./5. while the broker confirms: order history and cart delete. After the charge
+        # nothing fails the payment: failures are logged and counted.
         body = json.dumps({"orderid": orderid, "cart": cart}, separators=(",", ":")).encode()
         if registered:
             self._after_charge("user", "history", self.deps.add_history, user_id, body, rid)
         self._after_charge("cart", "delete", self.deps.delete_cart, user_id, rid)
+        if not where:
+            where = self._settle(ticket, orderid, message, rid)
+        if where == "lost":
+            return error(503, "the order could not be recorded", final=True, dependency="rabbitmq")
+        result = Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
         n = units(cart)
         metrics.SOLD.inc(n)
         metrics.UNITS.observe(n)
@@ -201,19 +205,23 @@ class Service:
                 metrics.DEP_ERRORS.labels(dependency, operation).inc()
             log.warning("%s %s answered %s after the charge", dependency, operation, status)
 
-    def _publish(self, orderid: str, message: bytes, rid: str) -> str:
-        ticket = self.publisher.publish(orderid, message, {"x-request-id": rid})
+    def _settle(self, ticket: Ticket, orderid: str, message: bytes, rid: str) -> str:
+        """Wait for the confirm, else keep the order in the outbox: broker, outbox or lost."""
         state = ticket.wait(self.settings.publish_timeout)
         if state == CONFIRMED:
             return "broker"
         late = state == ABANDONED and ticket.sent
-        self.outbox.add(
-            orderid,
-            message,
-            rid,
-            delay=LATE_CONFIRM_WINDOW if late else 0.0,
-            uncertain=late or state == UNCERTAIN,
-        )
+        try:
+            self.outbox.add(
+                orderid,
+                message,
+                rid,
+                delay=LATE_CONFIRM_WINDOW if late else 0.0,
+                uncertain=late or state == UNCERTAIN,
+            )
+        except Exception as exc:
+            log.error("order %s not recorded: %s", orderid, type(exc).__name__)
+            return "lost"
         metrics.OUTBOX.labels("stored").inc()
         if self.publisher.pop_late_confirm(orderid):
             self.outbox.delete(orderid)
