@@ -9,6 +9,7 @@ __pycache__/, *.pyc/*.pyo and every dotfile or dot-directory (.env, .git, .pytes
 
 Prints one JSON object: {"id", "path", "created", "files"}. Exit 2 on a bad source tree.
 """
+
 import argparse
 import gzip
 import hashlib
@@ -98,17 +99,19 @@ def main():
 
     src = os.path.realpath(args.src)
     if not os.path.isdir(src):
-        print(json.dumps({"error": "payment_source_dir %s is not a directory" % src}))
+        print(json.dumps({"error": f"payment_source_dir {src} is not a directory"}))
         return 2
     missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(src, f))]
     if missing:
-        print(json.dumps({"error": "payment_source_dir %s lacks %s" % (src, ", ".join(missing))}))
+        print(
+            json.dumps({"error": "payment_source_dir {} lacks {}".format(src, ", ".join(missing))})
+        )
         return 2
 
     files = source_files(src)
     rid = release_id(src, files)
     os.makedirs(args.cache_dir, exist_ok=True)
-    target = os.path.join(os.path.realpath(args.cache_dir), "payment-%s.tar.gz" % rid)
+    target = os.path.join(os.path.realpath(args.cache_dir), f"payment-{rid}.tar.gz")
     created = not os.path.isfile(target)
     if created:
         write_tarball(src, files, target)
