@@ -71,19 +71,21 @@ def write_tarball(src, files, target):
             parents.add(os.sep.join(parts[:i]))
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".pack-")
     try:
-        with os.fdopen(fd, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                    for directory in sorted(parents):
-                        info = tarfile.TarInfo(directory)
-                        info.type = tarfile.DIRTYPE
-                        tar.addfile(normalize(info, True))
-                    for rel in files:
-                        path = os.path.join(src, rel)
-                        executable = os.stat(path).st_mode & 0o111 != 0
-                        info = tar.gettarinfo(path, arcname=rel)
-                        with open(path, "rb") as handle:
-                            tar.addfile(normalize(info, executable), handle)
+        with (
+            os.fdopen(fd, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+        ):
+            for directory in sorted(parents):
+                info = tarfile.TarInfo(directory)
+                info.type = tarfile.DIRTYPE
+                tar.addfile(normalize(info, True))
+            for rel in files:
+                path = os.path.join(src, rel)
+                executable = os.stat(path).st_mode & 0o111 != 0
+                info = tar.gettarinfo(path, arcname=rel)
+                with open(path, "rb") as handle:
+                    tar.addfile(normalize(info, executable), handle)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
@@ -103,9 +105,7 @@ def main():
         return 2
     missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(src, f))]
     if missing:
-        print(
-            json.dumps({"error": "payment_source_dir {} lacks {}".format(src, ", ".join(missing))})
-        )
+        print(json.dumps({"error": f"payment_source_dir {src} lacks {', '.join(missing)}"}))
         return 2
 
     files = source_files(src)
