@@ -6,7 +6,7 @@
 # Each step checks first and returns in well under a second when already done.
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(podman runc debootstrap rabbitmq-server python3-venv git)
+APT_PACKAGES=(podman runc debootstrap rabbitmq-server redis-server python3-venv git)
 
 apt_missing() {
   local p

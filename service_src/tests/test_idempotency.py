@@ -3,10 +3,71 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 
-from conftest import CART, Payment, Reply, Stubs
+import pytest
+from conftest import (
+    CART,
+    Payment,
+    Reply,
+    Stubs,
+    delete_topology,
+    free_port,
+    make_payment,
+    wait_port,
+)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real redis-server (Debian's package) on a free loopback port, for this module."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def payment_module(
+    request: pytest.FixtureRequest, rabbitmq: None, stubs: Stubs
+) -> Iterator[Payment]:
+    """Every test here runs against both idempotency backends (overrides conftest's)."""
+    overrides = {"PAYMENT_IDEMPOTENCY_BACKEND": request.param}
+    if request.param == "redis":
+        overrides["PAYMENT_REDIS_URL"] = request.getfixturevalue("redis_url")
+    payment = make_payment(stubs, **overrides)
+    payment.start()
+    yield payment
+    payment.stop()
+    delete_topology(payment.exchange, payment.queue)
+    shutil.rmtree(payment.state_dir, ignore_errors=True)
+
+
+def test_backend_in_use_is_reported(payment: Payment) -> None:
+    backend = payment.env["PAYMENT_IDEMPOTENCY_BACKEND"]
+    health = payment.get("/health").json
+    assert health["idempotency"] == {"backend": backend, "state": "connected"}
 
 
 def key() -> dict[str, str]:
