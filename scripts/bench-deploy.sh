@@ -5,11 +5,14 @@
 #   no-change <= 15 % of cold;  N hosts <= 1.5 x 1 host.
 # Exit status: 0 when every goal is met, 1 otherwise.
 #
-#   scripts/bench-deploy.sh            (BENCH_HOSTS=5 by default; BENCH_KEEP=1 keeps the hosts)
+#   scripts/bench-deploy.sh     BENCH_HOSTS=5 (default); BENCH_KEEP=1 keeps the hosts;
+#                               BENCH_CONTROLLER_CACHE=fresh (default) | warm
 #
 # Every run starts from fresh containers (bench-*, on the podman network roboshop-bench, the
 # lab's group_vars; stubs and rabbitmq are network aliases) and a fresh fact cache, so "cold"
-# is cold on the hosts. The controller's own caches (the packed release) are what ops keep.
+# is cold on the hosts. The controller's cache of packed releases and wheels
+# (payment_release_cache_dir) is empty for each cold run too unless
+# BENCH_CONTROLLER_CACHE=warm (then it is the user's ~/.cache/roboshop-payment, as ops keep it).
 # Logs of every run stay in the work directory printed at the end.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -17,6 +20,9 @@ cd "$ROOT"
 N=${BENCH_HOSTS:-5}
 NETWORK=roboshop-bench
 WORK=$(mktemp -d /tmp/bench-deploy.XXXXXX)
+CONTROLLER_CACHE=${BENCH_CONTROLLER_CACHE:-fresh}
+[[ $CONTROLLER_CACHE == fresh || $CONTROLLER_CACHE == warm ]] ||
+  die "BENCH_CONTROLLER_CACHE must be fresh or warm"
 GOAL_NOCHANGE=0.15
 GOAL_SCALE=1.5
 
@@ -76,7 +82,7 @@ up() {
     echo "        bench-stubs:"
   } >"$inv/hosts.yml"
   # a fresh fact cache per set of hosts: the cold run gathers, the re-run may reuse
-  rm -rf "$WORK/facts-$k"
+  rm -rf "$WORK/facts-$k" "$WORK/cache-$k"
   ANSIBLE_CACHE_PLUGIN_CONNECTION="$WORK/facts-$k" \
     ansible-playbook -i "$inv" testing/lab/stubs.yml >"$WORK/stubs-$k.log" 2>&1 ||
     die "stubs play failed: $WORK/stubs-$k.log"
@@ -84,11 +90,12 @@ up() {
 
 # deploy LABEL K -> sets SECS and CHANGED; the log is $WORK/LABEL.log
 deploy() {
-  local label=$1 k=$2 t0 rc=0
-  log "$label: ansible-playbook site.yml ($k payment host(s))"
+  local label=$1 k=$2 t0 rc=0 extra=()
+  [[ $CONTROLLER_CACHE == fresh ]] && extra=(-e "payment_release_cache_dir=$WORK/cache-$k")
+  log "$label: ansible-playbook site.yml ($k payment host(s), $CONTROLLER_CACHE controller cache)"
   t0=$(now)
   ANSIBLE_CACHE_PLUGIN_CONNECTION="$WORK/facts-$k" ANSIBLE_NOCOLOR=1 \
-    ansible-playbook -i "$WORK/inv-$k" site.yml >"$WORK/$label.log" 2>&1 || rc=$?
+    ansible-playbook -i "$WORK/inv-$k" site.yml "${extra[@]}" >"$WORK/$label.log" 2>&1 || rc=$?
   SECS=$(elapsed "$t0")
   [[ $rc -eq 0 ]] || die "$label failed (rc=$rc): see $WORK/$label.log"
   CHANGED=$(awk '/^PLAY RECAP/ {r=1; next} r && /changed=/ {
@@ -133,7 +140,8 @@ verdict() { # ok-condition label
 }
 
 echo
-echo "deploy timings (site.yml, $(nproc) cores, fresh hosts; logs in $WORK)"
+echo "deploy timings (site.yml, $(nproc) cores, fresh hosts, $CONTROLLER_CACHE controller cache;"
+echo "logs in $WORK)"
 printf '  %-30s %10s %10s %8s\n' "" "1 host" "$N hosts" "$N / 1"
 printf '  %-30s %9ss %9ss %8s\n' "cold deploy" "$COLD1" "$COLDN" "$R_COLD"
 printf '  %-30s %9ss %9ss %8s\n' "no-change re-run" "$NOCH1" "$NOCHN" "$R_NOCH"
