@@ -92,7 +92,7 @@ def test_release_that_cannot_start_is_rolled_back(broken_deploy, payment, stubs)
     # The previous release is the current one, and it is what runs and serves.
     assert lib.current_release(payment) == previous
     assert payment.service("payment").is_running
-    cwd = payment.check_output("readlink /proc/%s/cwd", lib.main_pid(payment))
+    cwd = payment.check_output("readlink /proc/%s/cwd", str(lib.main_pid(payment)))
     assert cwd == previous, f"payment runs from {cwd}, not from {previous}"
     assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=30)
     code, text, _ = lib.pay(payment, stubs)
@@ -109,6 +109,14 @@ def test_failed_release_message_names_the_cause(broken_deploy):
         "the failure message does not quote the app's error (the journal lines it shows "
         "are from the last restart attempt only)"
     )
+
+
+def _diagnose(payment) -> str:
+    """What the service says about the broker and its outbox (for a failure message)."""
+    journal = payment.run(
+        "journalctl -u payment.service -o cat --no-pager -n 400 | grep -v '/health' | tail -25"
+    ).stdout
+    return f"outbox pending: {lib.outbox_pending(payment)}\nlast journal lines:\n{journal}"
 
 
 def test_rabbitmq_down_during_deploy(payment, rabbitmq, stubs):
@@ -139,10 +147,18 @@ def test_rabbitmq_down_during_deploy(payment, rabbitmq, stubs):
     code, text, _ = lib.pay(payment, stubs)
     assert code == 200, text
     # (a worker that has not reconnected yet keeps it in the outbox for a moment)
-    order = lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=90)
+    orderid = json.loads(text)["orderid"]
+    try:
+        order = lib.take_order(PAYMENT, orderid, timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnose(payment)}") from None
     assert order["routing_key"] == "orders"
     # A 200 given during the outage is a promise: that order reaches the queue as well.
     if outage_payment[0] == 200:
         orderid = json.loads(outage_payment[1])["orderid"]
-        assert lib.take_order(PAYMENT, orderid, timeout=90)["body"]["orderid"] == orderid
+        try:
+            order = lib.take_order(PAYMENT, orderid, timeout=90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_diagnose(payment)}") from None
+        assert order["body"]["orderid"] == orderid
     assert lib.main_pid(payment) == pid, "payment was restarted"
