@@ -65,31 +65,10 @@ T0=$(now)
 stage bootstrap bash scripts/bootstrap.sh
 wanted lint && stage lint lint
 wanted service && stage service bash scripts/service-tests.sh
-# QUARANTINED: scenarios that fail on an open bug, listed in the table with the reason, and
-# run when named (`scripts/test.sh molecule:rolling`) or with ROBOSHOP_QUARANTINE=1.
-# rolling, failures: uWSGI 2.0.31 workers on Debian 12's Python 3.11.2 die with SIGSEGV right
-# after each POST (not on the controller's Python 3.11.7; hardening ruled out). Keep-alive
-# clients then see "closed without response" and an outbox row waits for its lease. Both
-# scenarios fail on it, as they must. Upstream: unbit/uwsgi#2508. Tracked in the issue notes.
-QUARANTINED=(rolling failures)
-quarantined() {
-  local q
-  for q in "${QUARANTINED[@]}"; do [[ $q == "$1" ]] && return 0; done
-  return 1
-}
-named() {
-  local w
-  for w in "${ONLY[@]}"; do [[ $w == "molecule:$1" ]] && return 0; done
-  return 1
-}
 for s in $(scenarios); do
   wanted "molecule:$s" || continue
   if registry_scenario "$s" && [[ ${ROBOSHOP_REGISTRY:-0} != 1 ]]; then
     off "molecule:$s" "needs a registry: ROBOSHOP_REGISTRY=1 (docs/rocky.md)"
-    continue
-  fi
-  if quarantined "$s" && [[ ${ROBOSHOP_QUARANTINE:-0} != 1 ]] && ! named "$s"; then
-    off "molecule:$s" "quarantined: uWSGI worker SIGSEGV after POST (see scripts/test.sh)"
     continue
   fi
   stage "molecule:$s" molecule test -s "$s"
