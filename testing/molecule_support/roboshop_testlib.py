@@ -8,6 +8,7 @@ project's ansible.cfg and the scenario's molecule inventory (or a copy with chan
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -200,6 +201,7 @@ def molecule_inventory() -> Path:
 
 
 _FACTS = Path(tempfile.mkdtemp(prefix="roboshop-facts-"))
+atexit.register(shutil.rmtree, _FACTS, ignore_errors=True)
 
 
 def run_playbook(
