@@ -18,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import pika
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from queue_get import ENV_FILE, read_env
+from queue_get import ENV_FILE, connect
 
 
 def main() -> int:
@@ -30,16 +28,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--env-file", type=Path, default=ENV_FILE)
     args = parser.parse_args()
-    env = read_env(args.env_file)
-    params = pika.ConnectionParameters(
-        host=env.get("AMQP_HOST", "localhost"),
-        port=int(env.get("AMQP_PORT", "5672")),
-        virtual_host=env.get("AMQP_VHOST", "/"),
-        credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
-        connection_attempts=3,
-        retry_delay=1,
-    )
-    connection = pika.BlockingConnection(params)
+    connection = connect(args.env_file)
     orders = []
     try:
         channel = connection.channel()

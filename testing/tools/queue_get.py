@@ -41,6 +41,20 @@ def read_env(path: Path) -> dict[str, str]:
     return env
 
 
+def connect(env_file: Path) -> pika.BlockingConnection:
+    """A connection to the broker with the settings the payment service itself uses."""
+    env = read_env(env_file)
+    params = pika.ConnectionParameters(
+        host=env.get("AMQP_HOST", "localhost"),
+        port=int(env.get("AMQP_PORT", "5672")),
+        virtual_host=env.get("AMQP_VHOST", "/"),
+        credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
+        connection_attempts=3,
+        retry_delay=1,
+    )
+    return pika.BlockingConnection(params)
+
+
 def take(channel, queue: str, orderid: str, deadline: float) -> dict | None:
     while time.monotonic() < deadline:
         seen = 0
@@ -74,16 +88,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--env-file", type=Path, default=ENV_FILE)
     args = parser.parse_args()
-    env = read_env(args.env_file)
-    params = pika.ConnectionParameters(
-        host=env.get("AMQP_HOST", "localhost"),
-        port=int(env.get("AMQP_PORT", "5672")),
-        virtual_host=env.get("AMQP_VHOST", "/"),
-        credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
-        connection_attempts=3,
-        retry_delay=1,
-    )
-    connection = pika.BlockingConnection(params)
+    connection = connect(args.env_file)
     try:
         found = take(
             connection.channel(), args.queue, args.orderid, time.monotonic() + args.timeout
