@@ -7,4 +7,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/local-rabbitmq.sh start
-exec "$ROOT/.venv/bin/pytest" -q -p no:cacheprovider service_src/tests "$@"
+exec "$ROOT/.venv/bin/pytest" -q -p no:cacheprovider service_src/tests testing/tools/tests "$@"

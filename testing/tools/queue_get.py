@@ -5,7 +5,7 @@ the connection settings the service itself uses (its unit and /etc/roboshop/paym
 
     /app/current/venv/bin/python queue_get.py ORDERID [--timeout 10]
 
-Messages of other orders are put back (nack + requeue); the matching one is acknowledged,
+Messages of other orders are put back, in their order; the matching one is acknowledged,
 so a test proves the order really sat in the queue. Exit 1 when it does not arrive in time.
 """
 
@@ -56,27 +56,37 @@ def connect(env_file: Path) -> pika.BlockingConnection:
 
 
 def take(channel, queue: str, orderid: str, deadline: float) -> dict | None:
+    """Scan the queue for `orderid`; acknowledge it, put every other message back in place.
+
+    Other orders stay unacknowledged while the scan goes on (a nack with requeue would put
+    a message back at the head, where the next basic_get returns it again, so the scan
+    would never pass it), then all of them are requeued together, in their old order.
+    """
     while time.monotonic() < deadline:
-        seen = 0
-        while True:
-            method, props, body = channel.basic_get(queue, auto_ack=False)
-            if method is None:
-                break
-            seen += 1
-            message = json.loads(body)
-            if props.message_id == orderid or message.get("orderid") == orderid:
-                channel.basic_ack(method.delivery_tag)
-                return {
-                    "message_id": props.message_id,
-                    "delivery_mode": props.delivery_mode,
-                    "routing_key": method.routing_key,
-                    "exchange": method.exchange,
-                    "headers": props.headers or {},
-                    "body": message,
-                }
-            channel.basic_nack(method.delivery_tag, requeue=True)
-            if seen > 10_000:
-                break
+        held = 0
+        try:
+            while True:
+                method, props, body = channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                held += 1
+                try:
+                    message = json.loads(body)
+                except ValueError:
+                    message = {}
+                if props.message_id == orderid or message.get("orderid") == orderid:
+                    channel.basic_ack(method.delivery_tag)
+                    return {
+                        "message_id": props.message_id,
+                        "delivery_mode": props.delivery_mode,
+                        "routing_key": method.routing_key,
+                        "exchange": method.exchange,
+                        "headers": props.headers or {},
+                        "body": message,
+                    }
+        finally:
+            if held:
+                channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
         time.sleep(0.2)
     return None
 

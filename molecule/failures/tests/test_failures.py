@@ -119,15 +119,6 @@ def _diagnose(payment) -> str:
     return f"outbox pending: {lib.outbox_pending(payment)}\nlast journal lines:\n{journal}"
 
 
-# KNOWN BUG, open (see the issue notes): just after RabbitMQ restarts, its durable queues are
-# "home node down or inaccessible" (404) for a few seconds. A payment answered 200 in that
-# window was not in the `orders` queue afterwards, though the outbox showed 0 pending:
-# publisher confirm + mandatory did not catch it. The assertions stay as they are; xfail
-# (not strict: the window is timing-dependent) keeps CI honest until the service waits for the
-# queue itself (e.g. passive declare of `orders` before a publish counts as confirmed).
-@pytest.mark.xfail(
-    reason="order lost while durable queues recover after a broker restart", strict=False
-)
 def test_rabbitmq_down_during_deploy(payment, rabbitmq, stubs):
     rabbitmq.check_output("systemctl stop rabbitmq-server.service")
     outage_payment = None
