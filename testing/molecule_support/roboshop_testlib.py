@@ -274,6 +274,14 @@ def release_copy(label: str, edit: Callable[[Path], None] | None = None) -> Iter
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def break_app(src: Path) -> None:
+    """An edit for release_copy: the app raises at import, so the release can never start."""
+    wsgi = src / "payment/wsgi.py"
+    wsgi.write_text(
+        wsgi.read_text() + '\nraise RuntimeError("this release is broken on purpose")\n'
+    )
+
+
 # -- pytest reporting ---------------------------------------------------------------------------
 def report_verify_duration(terminalreporter) -> None:
     """Print how long the verify step took (called from each conftest's terminal summary)."""

@@ -67,19 +67,12 @@ def test_bad_inventory_value_changes_nothing(case, payment, rabbitmq, tmp_path: 
     assert run.changed() == 0, run.recap()
 
 
-def _break_app(src: Path) -> None:
-    wsgi = src / "payment/wsgi.py"
-    wsgi.write_text(
-        wsgi.read_text() + '\nraise RuntimeError("this release is broken on purpose")\n'
-    )
-
-
 @pytest.fixture(scope="module")
 def broken_deploy(payment):
     """Deploy a release whose app cannot start (once for the tests below)."""
     previous = lib.current_release(payment)
     assert lib.http(payment, "GET", HEALTH)[0] == 200
-    with lib.release_copy("broken", _break_app) as src:
+    with lib.release_copy("broken", lib.break_app) as src:
         run = lib.run_playbook("site.yml", "-e", f"payment_source_dir={src}")
     return previous, run
 

@@ -104,3 +104,34 @@ def test_rolling_deploy_under_load(payments, stubs):
         # e.g. a payment whose answer was lost in a reset: charged and queued, client told 5xx
         problems.append(f"{len(extra)} queued orders the client got no 200 for")
     assert not problems, "\n".join(problems)
+
+
+# What a stopped roll must leave alone on a host: its releases, its unit and its process.
+UNTOUCHED = (
+    "find /app /etc/roboshop /etc/systemd/system -xdev -printf '%p %y %m %s %T@ %l\\n' | sort; "
+    "systemctl show --property=MainPID,ExecMainStartTimestamp payment.service"
+)
+
+
+def test_bad_release_stops_after_the_first_host(payments, stubs):
+    """serial + max_fail_percentage 0: a release that cannot start is rolled back on the
+    first host and never reaches the second, which keeps serving the release it had."""
+    before = {name: lib.current_release(h) for name, h in payments.items()}
+    fingerprint = {name: h.run(UNTOUCHED).stdout for name, h in payments.items()}
+    with lib.release_copy("broken", lib.break_app) as src:
+        run = lib.run_playbook("site.yml", "-e", f"payment_source_dir={src}")
+    assert run.rc != 0, "the play did not fail"
+    tried = [name for name in PAYMENT_HOSTS if f"did not become live on {name}" in run.output]
+    assert len(tried) == 1, f"the broken release was tried on {tried or 'no host'}"
+    canary = tried[0]
+    (other,) = (name for name in PAYMENT_HOSTS if name != canary)
+    print(f"\nbroken release: tried on {canary}, rolled back; {other} not touched")
+    assert f"ROLLED BACK: /app/current -> {before[canary]} again" in run.output
+    assert lib.current_release(payments[canary]) == before[canary]
+    assert payments[other].run(UNTOUCHED).stdout == fingerprint[other], (
+        f"{other} changed although the roll should have stopped at {canary}"
+    )
+    for name, h in payments.items():
+        code, text, _ = lib.pay(h, stubs)
+        assert code == 200, f"{name} does not take payments after the stopped roll: {text}"
+        lib.take_order(name, json.loads(text)["orderid"], timeout=60)
