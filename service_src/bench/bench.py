@@ -33,6 +33,9 @@ import pika
 
 SERVICE_SRC = Path(__file__).resolve().parents[1]
 ROOT = SERVICE_SRC.parent
+sys.path.insert(0, str(ROOT / "testing"))
+from localnet import free_port, wait_port  # noqa: E402
+
 STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -45,23 +48,6 @@ CART = {
     ],
 }
 BODY = json.dumps(CART).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 class Client:
