@@ -155,3 +155,46 @@ def test_rabbitmq_down_during_deploy(payment, rabbitmq, stubs):
             raise AssertionError(f"{exc}\n{_diagnose(payment)}") from None
         assert order["body"]["orderid"] == orderid
     assert lib.main_pid(payment) == pid, "payment was restarted"
+
+
+# The runbooks' hand-made unit: root, binds the payment port itself, stopped with kill -9.
+# (python3 -m http.server stands in for its uWSGI: what matters is who holds the port.)
+RUNBOOK_UNIT = """[Unit]
+Description=Payment Service
+
+[Service]
+User=root
+WorkingDirectory=/tmp
+ExecStart=/usr/bin/python3 -m http.server {port}
+ExecStop=/bin/kill -9 $MAINPID
+SyslogIdentifier=payment
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_upgrade_from_a_unit_that_binds_the_port(payment, stubs):
+    """A host set up by hand from the runbooks: the play takes the port over for the socket."""
+    payment.check_output("systemctl disable --now payment.socket payment.service")
+    payment.check_output("rm -f /etc/systemd/system/payment.socket")
+    unit = RUNBOOK_UNIT.format(port=lib.PAYMENT_PORT)
+    payment.check_output("printf '%%s' %s > /etc/systemd/system/payment.service", unit)
+    payment.check_output("systemctl daemon-reload && systemctl enable --now payment.service")
+    assert lib.wait_for(
+        lambda: lib.http(payment, "GET", f"http://localhost:{lib.PAYMENT_PORT}/")[0] == 200,
+        timeout=30,
+    )
+    assert payment.check_output("systemctl show -p User --value payment.service") == "root"
+
+    run = lib.run_playbook("site.yml")
+    assert run.rc == 0, "the deploy over the hand-made unit failed (output above)"
+    assert payment.service("payment.socket").is_running
+    assert payment.service("payment.socket").is_enabled
+    assert payment.check_output("systemctl show -p User --value payment.service") == "roboshop"
+    assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
+    code, text, _ = lib.pay(payment, stubs)
+    assert code == 200, text
+    assert (
+        lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=60)["routing_key"] == "orders"
+    )
