@@ -7,6 +7,17 @@
 #
 #   scripts/bench-deploy.sh     BENCH_HOSTS=5 (default); BENCH_KEEP=1 keeps the hosts;
 #                               BENCH_CONTROLLER_CACHE=fresh (default) | warm
+#                               BENCH_CONNECTION=nsenter (default) | podman
+#                               BENCH_SERIAL='[1, "100%"]' (default; payment_serial)
+#
+# Connection: ops reach hosts over SSH with pipelining (ansible.cfg), one round trip per
+# task. containers.podman.podman cannot pipeline and pays a `podman exec` (runc start) for
+# each of the ~4 steps of every task, 0.6-1.9 s a task here, which measures podman rather
+# than the playbook. community.docker.nsenter enters the container's namespaces directly
+# from the controller (its init's PID), much closer to an SSH host's cost; podman stays
+# selectable for comparison.
+# Serial: a cold fleet serves nothing yet, so the canary (1 host) is followed by all the
+# rest at once; a live fleet keeps the role's rolling default [1, "25%"].
 #
 # Every run starts from fresh containers (bench-*, on the podman network roboshop-bench, the
 # lab's group_vars; stubs and rabbitmq are network aliases) and a fresh fact cache, so "cold"
@@ -23,6 +34,9 @@ WORK=$(mktemp -d /tmp/bench-deploy.XXXXXX)
 CONTROLLER_CACHE=${BENCH_CONTROLLER_CACHE:-fresh}
 [[ $CONTROLLER_CACHE == fresh || $CONTROLLER_CACHE == warm ]] ||
   die "BENCH_CONTROLLER_CACHE must be fresh or warm"
+CONNECTION=${BENCH_CONNECTION:-nsenter}
+[[ $CONNECTION == nsenter || $CONNECTION == podman ]] || die "BENCH_CONNECTION must be nsenter or podman"
+SERIAL=${BENCH_SERIAL:-'[1, "100%"]'}
 GOAL_NOCHANGE=0.15
 GOAL_SCALE=1.5
 
@@ -50,6 +64,12 @@ wait_booted() {
   done
 }
 
+# host_vars NAME: the inline host variables of a container in the inventory
+host_vars() {
+  [[ $CONNECTION == nsenter ]] || return 0
+  printf ' {ansible_nsenter_pid: %s}' "$(podman inspect -f '{{.State.Pid}}' "$1")"
+}
+
 # up K: fresh hosts (K payment hosts, rabbitmq, stubs) and their inventory in $WORK/inv-K
 up() {
   local k=$1 i inv="$WORK/inv-$1"
@@ -68,18 +88,22 @@ up() {
   {
     echo "all:"
     echo "  vars:"
-    echo "    ansible_connection: containers.podman.podman"
+    if [[ $CONNECTION == podman ]]; then
+      echo "    ansible_connection: containers.podman.podman"
+    else
+      echo "    ansible_connection: community.docker.nsenter"
+    fi
     echo "    ansible_python_interpreter: /usr/bin/python3"
     echo "  children:"
     echo "    payment:"
     echo "      hosts:"
-    for i in $(seq 1 "$k"); do echo "        bench-payment$i:"; done
+    for i in $(seq 1 "$k"); do echo "        bench-payment$i:$(host_vars "bench-payment$i")"; done
     echo "    rabbitmq:"
     echo "      hosts:"
-    echo "        bench-rabbitmq:"
+    echo "        bench-rabbitmq:$(host_vars bench-rabbitmq)"
     echo "    stubs:"
     echo "      hosts:"
-    echo "        bench-stubs:"
+    echo "        bench-stubs:$(host_vars bench-stubs)"
   } >"$inv/hosts.yml"
   # a fresh fact cache per set of hosts: the cold run gathers, the re-run may reuse
   rm -rf "$WORK/facts-$k" "$WORK/cache-$k"
@@ -90,9 +114,10 @@ up() {
 
 # deploy LABEL K -> sets SECS and CHANGED; the log is $WORK/LABEL.log
 deploy() {
-  local label=$1 k=$2 t0 rc=0 extra=()
-  [[ $CONTROLLER_CACHE == fresh ]] && extra=(-e "payment_release_cache_dir=$WORK/cache-$k")
-  log "$label: ansible-playbook site.yml ($k payment host(s), $CONTROLLER_CACHE controller cache)"
+  local label=$1 k=$2 t0 rc=0 extra=(-e "{\"payment_serial\": $SERIAL}")
+  [[ $CONTROLLER_CACHE == fresh ]] && extra+=(-e "payment_release_cache_dir=$WORK/cache-$k")
+  log "$label: ansible-playbook site.yml ($k payment host(s), $CONNECTION connection," \
+    "serial $SERIAL, $CONTROLLER_CACHE controller cache)"
   t0=$(now)
   ANSIBLE_CACHE_PLUGIN_CONNECTION="$WORK/facts-$k" ANSIBLE_NOCOLOR=1 \
     ansible-playbook -i "$WORK/inv-$k" site.yml "${extra[@]}" >"$WORK/$label.log" 2>&1 || rc=$?
@@ -140,7 +165,8 @@ verdict() { # ok-condition label
 }
 
 echo
-echo "deploy timings (site.yml, $(nproc) cores, fresh hosts, $CONTROLLER_CACHE controller cache;"
+echo "deploy timings (site.yml, $(nproc) cores, fresh hosts, $CONNECTION connection,"
+echo "serial $SERIAL, $CONTROLLER_CACHE controller cache;"
 echo "logs in $WORK)"
 printf '  %-30s %10s %10s %8s\n' "" "1 host" "$N hosts" "$N / 1"
 printf '  %-30s %9ss %9ss %8s\n' "cold deploy" "$COLD1" "$COLDN" "$R_COLD"
