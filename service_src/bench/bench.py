@@ -34,19 +34,11 @@ import pika
 SERVICE_SRC = Path(__file__).resolve().parents[1]
 ROOT = SERVICE_SRC.parent
 sys.path.insert(0, str(ROOT / "testing"))
-from localnet import free_port, wait_port  # noqa: E402
+from testkit import CART, free_port, wait_port  # noqa: E402
 
 STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
 TICK = os.sysconf("SC_CLK_TCK")
-CART = {
-    "total": 1131.0,
-    "tax": 188.5,
-    "items": [
-        {"qty": 1, "sku": "HAL-1", "name": "HAL", "price": 1000, "subtotal": 1000},
-        {"qty": 1, "sku": "SHIP", "name": "shipping to Brno", "price": 131, "subtotal": 131},
-    ],
-}
 BODY = json.dumps(CART).encode()
 
 

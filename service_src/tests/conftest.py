@@ -25,19 +25,10 @@ ROOT = SERVICE_SRC.parent
 STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
 sys.path.insert(0, str(SERVICE_SRC))  # the payment package, for the client-level tests
-sys.path.insert(0, str(ROOT / "testing"))  # localnet
-from localnet import free_port, wait_port  # noqa: E402  (re-exported to the tests)
+sys.path.insert(0, str(ROOT / "testing"))  # testkit
+from testkit import CART, free_port, wait_port  # noqa: E402  (re-exported to the tests)
 
 AMQP = pika.ConnectionParameters("127.0.0.1", 5672, "/", pika.PlainCredentials("guest", "guest"))
-
-CART = {
-    "total": 1131.0,
-    "tax": 188.5,
-    "items": [
-        {"qty": 1, "sku": "HAL-1", "name": "HAL", "price": 1000, "subtotal": 1000},
-        {"qty": 1, "sku": "SHIP", "name": "shipping to Brno", "price": 131, "subtotal": 131},
-    ],
-}
 
 
 @dataclass

@@ -1,9 +1,19 @@
-"""Loopback helpers shared by the service tests and the service benchmark."""
+"""Shared by the service tests and the service benchmark: loopback ports, a RoboShop cart."""
 
 from __future__ import annotations
 
 import socket
 import time
+
+# A cart as RoboShop's Cart service returns it (one item plus the SHIP line).
+CART = {
+    "total": 1131.0,
+    "tax": 188.5,
+    "items": [
+        {"qty": 1, "sku": "HAL-1", "name": "HAL", "price": 1000, "subtotal": 1000},
+        {"qty": 1, "sku": "SHIP", "name": "shipping to Brno", "price": 131, "subtotal": 131},
+    ],
+}
 
 
 def free_port() -> int:
