@@ -5,15 +5,10 @@ from __future__ import annotations
 import socket
 import time
 
-# A cart as RoboShop's Cart service returns it (one item plus the SHIP line).
-CART = {
-    "total": 1131.0,
-    "tax": 188.5,
-    "items": [
-        {"qty": 1, "sku": "HAL-1", "name": "HAL", "price": 1000, "subtotal": 1000},
-        {"qty": 1, "sku": "SHIP", "name": "shipping to Brno", "price": 131, "subtotal": 131},
-    ],
-}
+# A cart as RoboShop's Cart service returns it: the one the stub Cart service serves.
+from stubs.roboshop_stubs import SAMPLE_CART as CART
+
+__all__ = ["CART", "free_port", "wait_port"]
 
 
 def free_port() -> int:
