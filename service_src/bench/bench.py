@@ -34,7 +34,13 @@ import pika
 SERVICE_SRC = Path(__file__).resolve().parents[1]
 ROOT = SERVICE_SRC.parent
 sys.path.insert(0, str(ROOT / "testing"))
-from testkit import CART, free_port, wait_port  # noqa: E402
+from testkit import (  # noqa: E402
+    CART,
+    free_port,
+    local_rabbitmq_pid,
+    start_local_rabbitmq,
+    wait_port,
+)
 
 STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
@@ -134,11 +140,6 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def beam_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -218,9 +219,7 @@ def main() -> int:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
 
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "local-rabbitmq.sh")], check=True, stdout=subprocess.DEVNULL
-    )
+    start_local_rabbitmq()
     state = Path(tempfile.mkdtemp(prefix="payment-bench-"))
     tag = uuid.uuid4().hex[:8]
     exchange, queue = f"bench-shop-{tag}", f"bench-orders-{tag}"
@@ -290,7 +289,7 @@ def main() -> int:
         floor_samples = measure_floor(ports, amqp, exchange, args.keepalive)
         pids = [uwsgi.pid, *children(uwsgi.pid)]
         stub_pids = [s.pid for s in stubs]
-        broker = beam_pids()
+        broker = [local_rabbitmq_pid()]
         for clients in levels:
             amqp.channel().queue_purge(queue)
             cpu0, s0, b0 = cpu_seconds(pids), cpu_seconds(stub_pids), cpu_seconds(broker)

@@ -26,7 +26,12 @@ STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
 sys.path.insert(0, str(SERVICE_SRC))  # the payment package, for the client-level tests
 sys.path.insert(0, str(ROOT / "testing"))  # testkit
-from testkit import CART, free_port, wait_port  # noqa: E402  (re-exported to the tests)
+from testkit import (  # noqa: E402  (CART, free_port, wait_port: re-exported to the tests)
+    CART,
+    free_port,
+    start_local_rabbitmq,
+    wait_port,
+)
 
 AMQP = pika.ConnectionParameters("127.0.0.1", 5672, "/", pika.PlainCredentials("guest", "guest"))
 
@@ -74,7 +79,7 @@ def rabbitmq() -> None:
     try:
         wait_port(5672, timeout=0.5)
     except TimeoutError:
-        subprocess.run(["bash", str(ROOT / "scripts" / "local-rabbitmq.sh")], check=True)
+        start_local_rabbitmq()
     pika.BlockingConnection(AMQP).close()
 
 

@@ -11,12 +11,16 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import Payment, Stubs, delete_topology, make_payment, wait_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import (
+    Payment,
+    Stubs,
+    delete_topology,
+    make_payment,
+    wait_port,
+)
+from testkit import local_rabbitmq_pid, start_local_rabbitmq
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -24,27 +28,15 @@ def rabbitmqctl(*args: str) -> None:
 
 
 def kill_broker() -> None:
-    """SIGKILL the local node (no connection.close, no flush): found by its own word, since
-    `pgrep beam.smp` would also match brokers in containers on this machine."""
-    pid = subprocess.run(
-        ["rabbitmqctl", "-q", "eval", "os:getpid()."],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip().strip('"')  # fmt: skip
-    os.kill(int(pid), signal.SIGKILL)
-
-
-def start_broker() -> None:
-    """Boot the node again after a kill (scripts/local-rabbitmq.sh waits until it is up)."""
-    subprocess.run(
-        ["bash", str(ROOT / "scripts/local-rabbitmq.sh"), "start"], check=True, timeout=300
-    )
+    """SIGKILL the local node: no connection.close, no flush."""
+    os.kill(local_rabbitmq_pid(), signal.SIGKILL)
 
 
 # How the broker goes away: its application stopped (every connection closed properly), or
 # the whole node killed with SIGKILL (connections reset, unconfirmed publishes in doubt).
 OUTAGES = {
     "stop_app": (lambda: rabbitmqctl("stop_app"), lambda: rabbitmqctl("start_app")),
-    "kill": (kill_broker, start_broker),
+    "kill": (kill_broker, start_local_rabbitmq),
 }
 
 
@@ -112,12 +104,7 @@ def test_broker_restart_loses_nothing_and_duplicates_nothing(
         wait_done(len(done) + 60)
     finally:
         finished.set()
-        if outage == "kill":
-            subprocess.run(
-                ["bash", str(ROOT / "scripts/local-rabbitmq.sh"), "start"], check=False, timeout=300
-            )
-        else:
-            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=False, timeout=120)
+        start_local_rabbitmq(check=False)  # whatever state the outage left it in
         for t in threads:
             t.join(120)
     assert down["rabbitmq"] == "disconnected"
