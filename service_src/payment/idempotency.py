@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import sqlitedb
+
 PROCEED = "proceed"
 REPLAY = "replay"
 MISMATCH = "mismatch"
@@ -68,10 +70,7 @@ class SQLiteStore:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=10000")
+            db = sqlitedb.connect(self.path, "FULL")
             self._local.db = db
         return db
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import sqlitedb
 from .amqp import ABANDONED, CONFIRMED, Ticket
 
 log = logging.getLogger("payment.outbox")
@@ -62,10 +63,7 @@ class Outbox:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("PRAGMA busy_timeout=10000")
+            db = sqlitedb.connect(self.path, self._synchronous)
             self._local.db = db
         return db
 
