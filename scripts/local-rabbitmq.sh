@@ -6,9 +6,10 @@
 #   scripts/local-rabbitmq.sh status    exit 0 when a broker answers on localhost:5672
 #   scripts/local-rabbitmq.sh stop      stop the local node (rabbitmqctl stop)
 #
-# The broker-restart test does not use this script: it calls `rabbitmqctl stop_app` and
-# `rabbitmqctl start_app` (stops/starts the RabbitMQ application inside the running Erlang node,
-# closing every client connection, in a few seconds). Needs root or the rabbitmq user.
+# The broker test (service_src/tests/test_broker.py) stops the broker itself, with
+# `rabbitmqctl stop_app` or a SIGKILL of the node, and brings it back with this script's start,
+# which handles both (a node with its application stopped, or no node at all).
+# Needs root or the rabbitmq user.
 set -euo pipefail
 
 PORT=${AMQP_PORT:-5672}

@@ -2,7 +2,9 @@
 # Every test, from a fresh Debian 12 machine: installs what it needs (scripts/bootstrap.sh),
 # then lint, the service's tests against a real RabbitMQ, and every molecule scenario.
 # Ends with a table of what ran, passed and how long it took, and a closing
-# "N passed, N failed" line. Exit status: non-zero when anything failed.
+# "N passed, N failed" line; before it, the last lines of each failed stage's output (the whole
+# output of every stage is kept in .cache/test-logs/<stage>.log), so that a CI log cut down to
+# its tail still names what failed. Exit status: non-zero when anything failed.
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh lint service    only the named stages (lint, service, molecule:<scenario>)
@@ -16,20 +18,46 @@ cd "$ROOT"
 RESULTS=()
 PASSED=0
 FAILED=0
+FAILED_LOGS=()
+LOGS="$ROOT/.cache/test-logs"
+mkdir -p "$LOGS"
 
 stage() {
   local name=$1; shift
-  local t0 rc=0
+  local t0 rc=0 logfile="$LOGS/${name//:/-}.log"
   t0=$(now)
   log "[$name] $*"
-  "$@" || rc=$?
+  # The output goes to the terminal as it comes and to the stage's log file.
+  "$@" > >(tee "$logfile") 2>&1 || rc=$?
+  wait $! 2>/dev/null || true  # let tee finish writing before the log is read
   local secs
   secs=$(elapsed "$t0")
   if [[ $rc -eq 0 ]]; then
     PASSED=$((PASSED + 1)); RESULTS+=("$(printf '%-28s %-6s %8ss' "$name" ok "$secs")")
   else
     FAILED=$((FAILED + 1)); RESULTS+=("$(printf '%-28s %-6s %8ss' "$name" FAILED "$secs")")
+    FAILED_LOGS+=("$name=$logfile")
   fi
+}
+
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$1" | cut -c1-400; }
+
+# What failed, again at the end: pytest's short summary when there is one, else the log's tail.
+recap_failures() {
+  local entry name logfile
+  for entry in "${FAILED_LOGS[@]}"; do
+    name=${entry%%=*}; logfile=${entry#*=}
+    printf '\n----- %s FAILED; its output: %s -----\n' "$name" "${logfile#"$ROOT"/}"
+    if grep -q 'short test summary info' "$logfile"; then
+      # Each failure's header and its "E" lines, then the summary.
+      plain "$logfile" | grep -E '^(_{3,} .* _{3,}|E  )' | tail -n 40
+      plain "$logfile" | sed -n '/short test summary info/,$p' | tail -n 30
+    else
+      # Ansible's failed tasks (molecule), then the end of the output.
+      plain "$logfile" | grep -E -A3 '^(fatal|failed): \[|^ERROR|CRITICAL' | tail -n 30
+      plain "$logfile" | tail -n 15
+    fi
+  done
 }
 
 lint() {
@@ -78,6 +106,7 @@ for w in "${ONLY[@]}"; do
   [[ $w == bench ]] && stage bench bash scripts/bench-deploy.sh
 done
 
+[[ ${#FAILED_LOGS[@]} -eq 0 ]] || recap_failures
 printf '\n%-28s %-6s %9s\n' STAGE RESULT TIME
 printf '%s\n' "${RESULTS[@]}"
 printf '%-28s %-6s %8ss\n' total "" "$(elapsed "$T0")"
