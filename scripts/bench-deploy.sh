@@ -7,15 +7,17 @@
 #
 #   scripts/bench-deploy.sh     BENCH_HOSTS=5 (default); BENCH_KEEP=1 keeps the hosts;
 #                               BENCH_CONTROLLER_CACHE=fresh (default) | warm
-#                               BENCH_CONNECTION=nsenter (default) | podman
+#                               BENCH_CONNECTION=nsenter (default) | nsenter-plain | podman
 #                               BENCH_SERIAL='[1, "100%"]' (default; payment_serial)
 #
 # Connection: ops reach hosts over SSH with pipelining (ansible.cfg), one round trip per
 # task. containers.podman.podman cannot pipeline and pays a `podman exec` (runc start) for
 # each of the ~4 steps of every task, 0.6-1.9 s a task here, which measures podman rather
 # than the playbook. community.docker.nsenter enters the container's namespaces directly
-# from the controller (its init's PID), much closer to an SSH host's cost; podman stays
-# selectable for comparison.
+# from the controller (its init's PID), much closer to an SSH host's cost, but declares no
+# pipelining either (4 nsenter runs a task). The default, nsenter, is
+# testing/connection_plugins/nsenter_pipelined.py: the same with pipelining, one run a task,
+# as over SSH with pipelining. nsenter-plain and podman stay selectable for comparison.
 # Serial: a cold fleet serves nothing yet, so the canary (1 host) is followed by all the
 # rest at once; a live fleet keeps the role's rolling default [1, "25%"].
 #
@@ -35,7 +37,13 @@ CONTROLLER_CACHE=${BENCH_CONTROLLER_CACHE:-fresh}
 [[ $CONTROLLER_CACHE == fresh || $CONTROLLER_CACHE == warm ]] ||
   die "BENCH_CONTROLLER_CACHE must be fresh or warm"
 CONNECTION=${BENCH_CONNECTION:-nsenter}
-[[ $CONNECTION == nsenter || $CONNECTION == podman ]] || die "BENCH_CONNECTION must be nsenter or podman"
+case $CONNECTION in
+  nsenter) PLUGIN=nsenter_pipelined ;;
+  nsenter-plain) PLUGIN=community.docker.nsenter ;;
+  podman) PLUGIN=containers.podman.podman ;;
+  *) die "BENCH_CONNECTION must be nsenter, nsenter-plain or podman" ;;
+esac
+export ANSIBLE_CONNECTION_PLUGINS="$ROOT/testing/connection_plugins"
 SERIAL=${BENCH_SERIAL:-'[1, "100%"]'}
 GOAL_NOCHANGE=0.15
 GOAL_SCALE=1.5
@@ -66,7 +74,7 @@ wait_booted() {
 
 # host_vars NAME: the inline host variables of a container in the inventory
 host_vars() {
-  [[ $CONNECTION == nsenter ]] || return 0
+  [[ $CONNECTION == nsenter* ]] || return 0
   printf ' {ansible_nsenter_pid: %s}' "$(podman inspect -f '{{.State.Pid}}' "$1")"
 }
 
@@ -88,11 +96,7 @@ up() {
   {
     echo "all:"
     echo "  vars:"
-    if [[ $CONNECTION == podman ]]; then
-      echo "    ansible_connection: containers.podman.podman"
-    else
-      echo "    ansible_connection: community.docker.nsenter"
-    fi
+    echo "    ansible_connection: $PLUGIN"
     echo "    ansible_python_interpreter: /usr/bin/python3"
     echo "  children:"
     echo "    payment:"

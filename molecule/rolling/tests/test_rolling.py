@@ -135,3 +135,17 @@ def test_bad_release_stops_after_the_first_host(payments, stubs):
         code, text, _ = lib.pay(h, stubs)
         assert code == 200, f"{name} does not take payments after the stopped roll: {text}"
         lib.take_order(name, json.loads(text)["orderid"], timeout=60)
+
+
+def test_hosts_that_install_wheels_get_no_compiler(payments, stubs):
+    """The wheels are built once (by the first host that lacks them, or they come from the
+    controller's cache) and shipped: the second batch's host only installs them, so it gets
+    neither gcc nor the Python headers, and the uWSGI built elsewhere runs there."""
+    second = payments[PAYMENT_HOSTS[1]]
+    for package in ("gcc", "python3-dev"):
+        assert not second.package(package).is_installed, f"{package} on {PAYMENT_HOSTS[1]}"
+    uwsgi = second.run("/app/current/venv/bin/uwsgi --version")
+    assert uwsgi.rc == 0, uwsgi.stderr
+    code, text, _ = lib.pay(second, stubs)
+    assert code == 200, text
+    lib.take_order(PAYMENT_HOSTS[1], json.loads(text)["orderid"], timeout=60)
