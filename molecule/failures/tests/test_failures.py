@@ -198,3 +198,37 @@ def test_upgrade_from_a_unit_that_binds_the_port(payment, stubs):
     assert (
         lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=60)["routing_key"] == "orders"
     )
+
+
+def _authenticates(rabbitmq, user: str, password: str) -> bool:
+    # the password on stdin, as the role checks it
+    check = rabbitmq.run("printf '%%s' %s | rabbitmqctl -q authenticate_user %s", password, user)
+    return check.rc == 0
+
+
+def test_password_rotation_and_permission_drift(payment, rabbitmq, stubs):
+    """A new vault password reaches the broker and the service; permissions changed by hand
+    on the broker are put back. The role's quick user check must see both."""
+    user = lib.lab_vars()["roboshop_amqp_user"]
+    old = lib.lab_vars()["vault_roboshop_amqp_password"]
+    new = "rotated-lab-password-2026"
+    rabbitmq.check_output("rabbitmqctl -q set_permissions -p / %s '^$' '^$' '^$'", user)
+    try:
+        run = lib.run_playbook("site.yml", "-e", f"vault_roboshop_amqp_password={new}")
+        assert run.rc == 0, "the deploy with a rotated password failed (output above)"
+        assert new not in run.output
+        assert _authenticates(rabbitmq, user, new), "the broker kept the old password"
+        assert not _authenticates(rabbitmq, user, old)
+        perms = rabbitmq.check_output(
+            "rabbitmqctl -q --no-table-headers list_user_permissions %s", user
+        )
+        assert perms.split() == ["/", ".*", ".*", ".*"], perms
+        assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
+        code, text, _ = lib.pay(payment, stubs)
+        assert code == 200, text
+        lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=60)
+    finally:
+        back = lib.run_playbook("site.yml")
+    assert back.rc == 0, "the deploy back to the lab password failed (output above)"
+    assert _authenticates(rabbitmq, user, old)
+    assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
