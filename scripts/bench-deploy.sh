@@ -7,17 +7,16 @@
 #
 #   scripts/bench-deploy.sh     BENCH_HOSTS=5 (default); BENCH_KEEP=1 keeps the hosts;
 #                               BENCH_CONTROLLER_CACHE=fresh (default) | warm
-#                               BENCH_CONNECTION=nsenter (default) | nsenter-plain | podman
+#                               BENCH_CONNECTION=podman (default) | nsenter | nsenter-plain
 #                               BENCH_SERIAL='[1, "100%"]' (default; payment_serial)
 #
-# Connection: ops reach hosts over SSH with pipelining (ansible.cfg), one round trip per
-# task. containers.podman.podman cannot pipeline and pays a `podman exec` (runc start) for
-# each of the ~4 steps of every task, 0.6-1.9 s a task here, which measures podman rather
-# than the playbook. community.docker.nsenter enters the container's namespaces directly
-# from the controller (its init's PID), much closer to an SSH host's cost, but declares no
-# pipelining either (4 nsenter runs a task). The default, nsenter, is
-# testing/connection_plugins/nsenter_pipelined.py: the same with pipelining, one run a task,
-# as over SSH with pipelining. nsenter-plain and podman stay selectable for comparison.
+# Connection: the project's ansible.cfg runs the Mitogen strategy, which keeps one Python
+# per host for the run over ssh (ops), podman (the lab, this benchmark) or local: the
+# default, podman, is what ops get over ssh, one channel per host. nsenter (community.docker
+# .nsenter with pipelining declared, testing/connection_plugins/nsenter_pipelined.py) and
+# nsenter-plain are connections Mitogen does not know: every task then starts a Python on
+# the host as without Mitogen, for comparison. (Without Mitogen, containers.podman.podman
+# pays a `podman exec` for each step of every task, 0.6-1.9 s a task here.)
 # Serial: a cold fleet serves nothing yet, so the canary (1 host) is followed by all the
 # rest at once; a live fleet keeps the role's rolling default [1, "25%"].
 #
@@ -36,12 +35,12 @@ WORK=$(mktemp -d /tmp/bench-deploy.XXXXXX)
 CONTROLLER_CACHE=${BENCH_CONTROLLER_CACHE:-fresh}
 [[ $CONTROLLER_CACHE == fresh || $CONTROLLER_CACHE == warm ]] ||
   die "BENCH_CONTROLLER_CACHE must be fresh or warm"
-CONNECTION=${BENCH_CONNECTION:-nsenter}
+CONNECTION=${BENCH_CONNECTION:-podman}
 case $CONNECTION in
+  podman) PLUGIN=podman ;; # the short name, which Mitogen recognises
   nsenter) PLUGIN=nsenter_pipelined ;;
   nsenter-plain) PLUGIN=community.docker.nsenter ;;
-  podman) PLUGIN=containers.podman.podman ;;
-  *) die "BENCH_CONNECTION must be nsenter, nsenter-plain or podman" ;;
+  *) die "BENCH_CONNECTION must be podman, nsenter or nsenter-plain" ;;
 esac
 export ANSIBLE_CONNECTION_PLUGINS="$ROOT/testing/connection_plugins"
 SERIAL=${BENCH_SERIAL:-'[1, "100%"]'}
@@ -170,6 +169,7 @@ verdict() { # ok-condition label
 
 echo
 echo "deploy timings (site.yml, $(nproc) cores, fresh hosts, $CONNECTION connection,"
+echo "strategy ${ANSIBLE_STRATEGY:-from ansible.cfg: $(awk -F' *= *' '$1 == "strategy" {print $2}' ansible.cfg)},"
 echo "serial $SERIAL, $CONTROLLER_CACHE controller cache;"
 echo "logs in $WORK)"
 printf '  %-30s %10s %10s %8s\n' "" "1 host" "$N hosts" "$N / 1"
