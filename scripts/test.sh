@@ -28,8 +28,10 @@ stage() {
   t0=$(now)
   log "[$name] $*"
   # The output goes to the terminal as it comes and to the stage's log file.
-  "$@" > >(tee "$logfile") 2>&1 || rc=$?
-  wait $! 2>/dev/null || true  # let tee finish writing before the log is read
+  set +e
+  "$@" 2>&1 | tee "$logfile"
+  rc=${PIPESTATUS[0]}
+  set -e
   local secs
   secs=$(elapsed "$t0")
   if [[ $rc -eq 0 ]]; then
@@ -45,6 +47,7 @@ plain() { sed 's/\x1b\[[0-9;]*m//g' "$1" | cut -c1-400; }
 # What failed, again at the end: pytest's short summary when there is one, else the log's tail.
 recap_failures() {
   local entry name logfile
+  set +e # a grep that finds nothing is not a failure here
   for entry in "${FAILED_LOGS[@]}"; do
     name=${entry%%=*}; logfile=${entry#*=}
     printf '\n----- %s FAILED; its output: %s -----\n' "$name" "${logfile#"$ROOT"/}"
@@ -58,6 +61,7 @@ recap_failures() {
       plain "$logfile" | tail -n 15
     fi
   done
+  set -e
 }
 
 lint() {
