@@ -209,7 +209,7 @@ def _authenticates(rabbitmq, user: str, password: str) -> bool:
 def test_password_rotation_and_permission_drift(payment, rabbitmq, stubs):
     """A new vault password reaches the broker and the service; permissions changed by hand
     on the broker are put back. The role's quick user check must see both."""
-    user = lib.lab_vars()["roboshop_amqp_user"]
+    user = lib.lab_vars().get("roboshop_amqp_user", "roboshop")  # group_vars/all.yml's default
     old = lib.lab_vars()["vault_roboshop_amqp_password"]
     new = "rotated-lab-password-2026"
     rabbitmq.check_output("rabbitmqctl -q set_permissions -p / %s '^$' '^$' '^$'", user)
