@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import sqlitedb
-from .amqp import ABANDONED, CONFIRMED, UNCERTAIN, Ticket
+from .amqp import ABANDONED, CONFIRMED, Ticket
 
 log = logging.getLogger("payment.outbox")
 
@@ -102,14 +102,11 @@ class Outbox:
             raise
         return [Row(r[0], bytes(r[1]), r[2], bool(r[3]), r[4], r[5] + 1) for r in rows]
 
-    def release(self, orderid: str, delay: float, uncertain: bool = False) -> None:
-        """Give a claimed row back, due after `delay`. `uncertain`: it was sent and may be
-        queued (no confirm came): it stays uncertain until delivered, so the ledger is asked
-        before it is published again."""
+    def release(self, orderid: str, delay: float) -> None:
         self._db().execute(
-            "UPDATE outbox SET claimed_by = NULL, claimed_until = 0, not_before = ?,"
-            " uncertain = MAX(uncertain, ?) WHERE orderid = ? AND claimed_by = ?",
-            (time.time() + delay, int(uncertain), orderid, self.owner),
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = 0, not_before = ?"
+            " WHERE orderid = ? AND claimed_by = ?",
+            (time.time() + delay, orderid, self.owner),
         )
 
     def pending(self) -> int:
@@ -179,13 +176,9 @@ class Drainer:
                 if self._on_delivered is not None:
                     self._on_delivered(row)
             elif state == ABANDONED and ticket.sent:
-                # a confirm may still come (and delete the row); retry only after that window,
-                # and only if the ledger does not show it queued
-                self.outbox.release(row.orderid, self._late_window, uncertain=True)
-            elif state == UNCERTAIN:
-                # sent, then the connection died: the broker may have queued it
-                self.outbox.release(row.orderid, self._poll, uncertain=True)
-            else:  # certainly not queued
+                # a confirm may still come (and delete the row); retry only after that window
+                self.outbox.release(row.orderid, self._late_window)
+            else:
                 self.outbox.release(row.orderid, self._poll)
         return delivered
 
