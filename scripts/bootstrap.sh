@@ -3,10 +3,18 @@
 #   1. apt packages (podman + runc, debootstrap, rabbitmq-server for the service tests, ...)
 #   2. the project venv (.venv) from the pinned requirements-dev.txt
 #   3. the test-host image (scripts/build-image.sh, cached by recipe hash)
-# Each step checks first and returns in well under a second when already done.
+# Each step checks first and returns quickly when already done. Then it checks its own
+# postconditions and stops with one line that says what is wrong and what to run:
+#   - podman uses the netavark network backend (containers find each other by name);
+#   - two containers on a fresh project network resolve each other by name.
+# A machine whose podman used CNI before (networks without DNS) is switched over: the
+# project's own test hosts left on a CNI network are removed (they are disposable).
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(podman runc debootstrap rabbitmq-server redis-server python3-venv git)
+# netavark + aardvark-dns: podman networks with DNS (without them, Debian's podman uses CNI,
+# whose networks have none). openssh-client: Ansible reaches every host over SSH.
+APT_PACKAGES=(podman runc netavark aardvark-dns debootstrap openssh-client rabbitmq-server
+  redis-server python3-venv git)
 
 apt_missing() {
   local p
@@ -45,13 +53,67 @@ install_venv() {
   touch "$stamp"
 }
 
+# The network backend podman uses with the project's containers.conf.
+check_backend() {
+  local backend
+  backend=$(podman info --format '{{.Host.NetworkBackend}}' 2>/dev/null) ||
+    die "podman does not run: try 'CONTAINERS_CONF=$CONTAINERS_CONF podman info'"
+  [[ $backend == netavark ]] ||
+    die "podman's network backend is '$backend', not netavark (no DNS between test hosts):" \
+      "run 'apt-get install netavark aardvark-dns' and keep network_backend = \"netavark\"" \
+      "in $CONTAINERS_CONF"
+}
+
+# Test hosts created while podman used CNI sit on networks netavark does not know: their
+# names resolve nowhere. The project's own (on a roboshop-* network) are removed; anything
+# else is named with the command to run.
+switch_from_cni() {
+  local name nets net stale=()
+  while read -r name nets; do
+    [[ -n $name ]] || continue
+    for net in ${nets//,/ }; do
+      podman network exists "$net" 2>/dev/null && continue
+      if [[ $net == roboshop-* ]]; then
+        log "removing $name: a test host on the CNI network $net (no DNS), made before netavark"
+        podman rm -f -t 2 "$name" >/dev/null 2>&1 || true
+      else
+        stale+=("$name")
+      fi
+      break
+    done
+  done < <(podman ps -a --format '{{.Names}} {{.Networks}}' 2>/dev/null)
+  [[ ${#stale[@]} -eq 0 ]] || log "WARNING: containers on networks podman no longer knows" \
+    "(made under CNI): ${stale[*]}; remove them with: podman rm -f ${stale[*]}"
+}
+
+# Two containers on a fresh project network must resolve each other by name.
+check_dns() {
+  local net=roboshop-dnscheck probe=roboshop-dnscheck-a out=""
+  podman rm -f -t 0 "$probe" >/dev/null 2>&1 || true
+  podman network rm "$net" >/dev/null 2>&1 || true
+  podman network create "$net" >/dev/null
+  if [[ "$(podman network inspect "$net" --format '{{.DNSEnabled}}')" == true ]] &&
+    podman run -d --name "$probe" --network "$net" --network-alias dnscheck-peer \
+      "$TESTHOST_IMAGE" sleep 30 >/dev/null; then
+    out=$(podman run --rm --network "$net" "$TESTHOST_IMAGE" getent hosts dnscheck-peer || true)
+  fi
+  podman rm -f -t 0 "$probe" >/dev/null 2>&1 || true
+  podman network rm "$net" >/dev/null 2>&1 || true
+  [[ -n $out ]] || die "containers on a podman network do not resolve each other by name" \
+    "(network_backend $(podman info --format '{{.Host.NetworkBackend}}')): run" \
+    "'apt-get install netavark aardvark-dns' and check network_backend in $CONTAINERS_CONF"
+}
+
 main() {
   cd "$ROOT"
   local t0
   t0=$(now)
   install_apt
   install_venv
+  check_backend
+  switch_from_cni
   bash scripts/build-image.sh
-  log "bootstrap done in $(elapsed "$t0") s"
+  check_dns
+  log "bootstrap done in $(elapsed "$t0") s (podman: netavark, names resolve between hosts)"
 }
 main "$@"

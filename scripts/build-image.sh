@@ -3,9 +3,16 @@
 # with systemd as PID 1, python3 for Ansible, and this machine's extra CA certificates
 # (so pip inside the hosts trusts the same network the controller does). The image is
 # tagged with a hash of this recipe and the CA files, and rebuilt only when they change.
+#
+# Hosts are reached as ops reach real ones: sshd, and an unprivileged account `ops` with
+# passwordless sudo (what a cloud image's default user has). The image holds no key: each
+# lab or scenario authorizes its own (testing/provision.yml), and each container makes its
+# own SSH host keys at its first boot. No passwords; root cannot log in over SSH.
 source "$(dirname "$0")/lib.sh"
 
 PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps"
+PACKAGES+=",openssh-server,sudo"
+OPS_USER=ops
 
 # The apt mirror is read from this machine's own apt configuration, never written here.
 mirror() {
@@ -53,6 +60,26 @@ main() {
   chroot "$ROOTFS" systemctl mask getty.target console-getty.service \
     systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service \
     sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount >/dev/null 2>&1 || true
+  # The ops account: key-only SSH, sudo without a password (no password exists).
+  chroot "$ROOTFS" useradd --create-home --shell /bin/bash --uid 1000 "$OPS_USER"
+  install -d -m 0700 -o 1000 -g 1000 "$ROOTFS/home/$OPS_USER/.ssh"
+  printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$OPS_USER" > "$ROOTFS/etc/sudoers.d/$OPS_USER"
+  chmod 0440 "$ROOTFS/etc/sudoers.d/$OPS_USER"
+  cat > "$ROOTFS/etc/ssh/sshd_config.d/roboshop-testhost.conf" <<'CONF'
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+CONF
+  # Host keys per container, made at its first boot (the image carries none).
+  rm -f "$ROOTFS"/etc/ssh/ssh_host_*
+  mkdir -p "$ROOTFS/etc/systemd/system/ssh.service.d"
+  cat > "$ROOTFS/etc/systemd/system/ssh.service.d/host-keys.conf" <<'CONF'
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+CONF
   : > "$ROOTFS/etc/machine-id"
   rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: a local lab of three Debian 12 systemd hosts
 # (payment, rabbitmq, stubs) on the podman network `roboshop-lab`, deployed by the real
-# `ansible-playbook -i inventory/lab site.yml`, ending with a real payment and its order
-# read back from RabbitMQ.
+# `ansible-playbook -i inventory/lab site.yml` over SSH as the unprivileged `ops` account
+# with sudo (as in production), ending with a real payment and its order read back from
+# RabbitMQ. Each host's sshd is published on 127.0.0.1 at its ansible_port
+# (inventory/lab/hosts.yml); the lab's key and known_hosts live in .cache/lab/ssh.
 #
 #   scripts/lab.sh [up]    create or reuse the hosts, deploy, prove (safe to repeat)
 #   scripts/lab.sh down    remove the hosts and the network
@@ -11,15 +13,29 @@ source "$(dirname "$0")/lib.sh"
 
 NETWORK=roboshop-lab
 HOSTS=(payment rabbitmq stubs)
+SSH_DIR="$ROOT/.cache/lab/ssh"
+
+# ssh_port NAME: the host's ansible_port in inventory/lab/hosts.yml
+ssh_port() {
+  "$ROOT/.venv/bin/python" -c 'import sys, yaml
+inv = yaml.safe_load(open(sys.argv[1]))
+for group in inv["all"]["children"].values():
+    if sys.argv[2] in group["hosts"]:
+        print(group["hosts"][sys.argv[2]]["ansible_port"])' "$ROOT/inventory/lab/hosts.yml" "$1"
+}
 
 start_host() {
-  local name=$1 cname="lab-$1"
-  if [[ "$(podman inspect -f '{{.State.Running}}' "$cname" 2>/dev/null)" == true ]]; then
+  local name=$1 cname="lab-$1" port
+  port=$(ssh_port "$cname")
+  # A running host from before this recipe (no published sshd) is replaced.
+  if [[ "$(podman inspect -f '{{.State.Running}}' "$cname" 2>/dev/null)" == true ]] &&
+    podman port "$cname" 22/tcp 2>/dev/null | grep -qx "127.0.0.1:$port"; then
     return 0
   fi
   podman rm -f "$cname" >/dev/null 2>&1 || true
   podman run -d --name "$cname" --hostname "$name" \
     --network "$NETWORK" --network-alias "$name" \
+    --publish "127.0.0.1:$port:22" \
     --systemd=always \
     "$TESTHOST_IMAGE" /sbin/init >/dev/null
 }
@@ -44,6 +60,9 @@ up() {
   local h
   for h in "${HOSTS[@]}"; do start_host "$h"; done
   wait_booted
+  log "provision: the lab's SSH key for ops, host keys, names between hosts (test-only play)"
+  mkdir -p "$SSH_DIR"
+  ansible-playbook -i inventory/lab testing/provision.yml
   log "stub Cart/User/gateway (test-only play)"
   ansible-playbook -i inventory/lab testing/lab/stubs.yml
   log "ansible-playbook -i inventory/lab site.yml"
@@ -57,6 +76,7 @@ down() {
   local h
   for h in "${HOSTS[@]}"; do podman rm -f -t 2 "lab-$h" >/dev/null 2>&1 || true; done
   podman network rm "$NETWORK" >/dev/null 2>&1 || true
+  rm -rf "$SSH_DIR"
   log "lab removed"
 }
 
