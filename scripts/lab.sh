@@ -61,7 +61,6 @@ up() {
   for h in "${HOSTS[@]}"; do start_host "$h"; done
   wait_booted
   log "provision: the lab's SSH key for ops, host keys, names between hosts (test-only play)"
-  mkdir -p "$SSH_DIR"
   ansible-playbook -i inventory/lab testing/provision.yml
   log "stub Cart/User/gateway (test-only play)"
   ansible-playbook -i inventory/lab testing/lab/stubs.yml

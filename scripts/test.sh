@@ -10,8 +10,9 @@
 #   scripts/test.sh lint service    only the named stages (lint, service, molecule:<scenario>)
 #   scripts/test.sh bench           the deploy benchmark (scripts/bench-deploy.sh); never by default
 #
-# Scenarios whose images come from a registry (molecule/rocky*: docker.io/rockylinux) run only
-# with ROBOSHOP_REGISTRY=1 (docs/rocky.md); otherwise the table lists them as "off".
+# Scenarios whose images come from a registry (molecule/rocky: docker.io/rockylinux, run once
+# per release as molecule:rocky9 and molecule:rocky8) run only with ROBOSHOP_REGISTRY=1
+# (docs/rocky.md); otherwise the table lists them as "off".
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -76,9 +77,22 @@ lint() {
 # Scenarios that pull their image from a container registry.
 registry_scenario() { [[ $1 == rocky* ]]; }
 
+# Stage names: one per scenario, the parameterised Rocky scenario once per release.
 scenarios() {
-  local d
-  for d in molecule/*/molecule.yml; do basename "$(dirname "$d")"; done
+  local d s
+  for d in molecule/*/molecule.yml; do
+    s=$(basename "$(dirname "$d")")
+    if [[ $s == rocky ]]; then echo rocky9 rocky8; else echo "$s"; fi
+  done
+}
+
+# molecule test for a stage name (rocky<N>: the rocky scenario with ROCKY_RELEASE=N)
+molecule_test() {
+  if [[ $1 == rocky* ]]; then
+    ROCKY_RELEASE=${1#rocky} molecule test -s rocky
+  else
+    molecule test -s "$1"
+  fi
 }
 
 off() {
@@ -103,7 +117,7 @@ for s in $(scenarios); do
     off "molecule:$s" "needs a registry: ROBOSHOP_REGISTRY=1 (docs/rocky.md)"
     continue
   fi
-  stage "molecule:$s" molecule test -s "$s"
+  stage "molecule:$s" molecule_test "$s"
 done
 # The benchmark only when asked for by name (it is not a test: it measures).
 for w in "${ONLY[@]}"; do

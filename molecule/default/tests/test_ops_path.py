@@ -1,0 +1,44 @@
+"""The deploy reached the hosts the way ops reach production: SSH as the unprivileged `ops`
+account, then sudo; never as root and never through `podman exec`.
+
+Evidence from the hosts' own journals: sshd logs each login, sudo each escalation. A converge
+through `podman exec` (molecule's default connection) leaves neither: no sshd login and no
+sudo line on the payment and rabbitmq hosts (only testing/provision.yml, which places the key,
+uses podman exec, and it runs no sudo). A converge as root over SSH is refused by sshd
+(PermitRootLogin no) and would log no sudo either.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# The deploy runs far more than this many tasks per host (converge, check, idempotence).
+MIN_ESCALATIONS = 30
+
+
+@pytest.fixture(params=["payment", "rabbitmq"])
+def deployed(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_logins_are_ops_over_ssh_with_a_key(deployed):
+    log = deployed.check_output("journalctl --no-pager -o cat -t sshd")
+    assert "Accepted publickey for ops" in log
+    assert "for root" not in log
+    assert "Accepted password" not in log
+
+
+def test_every_escalation_is_ops_to_root_through_sudo(deployed):
+    lines = deployed.check_output("journalctl --no-pager -o cat -t sudo").splitlines()
+    escalations = [line for line in lines if "BECOME-SUCCESS" in line]
+    assert len(escalations) >= MIN_ESCALATIONS, lines[-5:]
+    assert all(line.lstrip().startswith("ops :") for line in escalations), escalations[:3]
+    assert all("USER=root" in line for line in escalations)
+
+
+def test_root_cannot_log_in_and_ops_has_no_password(deployed):
+    assert "permitrootlogin no" in deployed.check_output("sshd -T").splitlines()
+    assert "passwordauthentication no" in deployed.check_output("sshd -T").splitlines()
+    # '!' or '*': a locked password, no password login exists for ops
+    shadow = deployed.check_output("getent shadow ops").split(":")
+    assert shadow[1] in ("!", "*", "!*")
