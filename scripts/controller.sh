@@ -17,9 +17,15 @@
 #   ROBOSHOP_SSH_DIR   a directory (keys, known_hosts, ssh config) mounted read-only at the same
 #                      path, so inventory values such as ansible_ssh_private_key_file work as is.
 #   SSH_AUTH_SOCK      the caller's ssh agent, when set: the socket is mounted at the same path.
+#   ROBOSHOP_CONTROLLER_PODMAN_ARGS  extra `podman run` options, split on blanks: e.g.
+#                      "--pid host --privileged" for hosts reached with community.docker.nsenter
+#                      (testing/connection_plugins, ansible_nsenter_pid = a container's init).
 # Nothing else: no pip or proxy settings, no HOME. The command runs as the caller's uid and gid,
 # with HOME=/tmp (so ~/.ansible and ~/.ssh/known_hosts stay in the container) and without
 # bytecode files, so the repo gets nothing the host's own ansible-playbook would not write.
+# The one thing kept between runs: XDG_CACHE_HOME=/project/.cache/controller (git-ignored),
+# where the payment role keeps its packed releases and wheels (payment_release_cache_dir),
+# so a re-run finds them as on the host and changes nothing.
 source "$(dirname "$0")/lib.sh"
 
 [[ $# -gt 0 ]] || die "usage: scripts/controller.sh CMD [ARGS...]  (e.g. ansible --version)"
@@ -29,13 +35,14 @@ if ! podman image exists "$tag"; then
   bash "$ROOT/scripts/build-controller.sh" >&2
 fi
 
+mkdir -p "$ROOT/.cache/controller"
 uid=$(id -u)
 gid=$(id -g)
 args=(
   --rm --network host --name "ctl-controller-$$"
   --user "$uid:$gid" --passwd-entry "${USER:-ansible}:*:$uid:$gid::/tmp:/bin/sh"
   -v "$ROOT:/project" -w /project
-  -e HOME=/tmp -e PYTHONDONTWRITEBYTECODE=1
+  -e HOME=/tmp -e PYTHONDONTWRITEBYTECODE=1 -e XDG_CACHE_HOME=/project/.cache/controller
   -e ANSIBLE_CONFIG=/project/ansible.cfg
   -e ANSIBLE_CACHE_PLUGIN_CONNECTION=/tmp/facts
   -e ANSIBLE_STRATEGY="${ANSIBLE_STRATEGY:-linear}"
@@ -52,6 +59,10 @@ if [[ -n ${ROBOSHOP_SSH_DIR:-} ]]; then
 fi
 if [[ -n ${SSH_AUTH_SOCK:-} && -S $SSH_AUTH_SOCK ]]; then
   args+=(-v "$SSH_AUTH_SOCK:$SSH_AUTH_SOCK" -e SSH_AUTH_SOCK)
+fi
+if [[ -n ${ROBOSHOP_CONTROLLER_PODMAN_ARGS:-} ]]; then
+  read -r -a extra <<<"$ROBOSHOP_CONTROLLER_PODMAN_ARGS"
+  args+=("${extra[@]}")
 fi
 # A terminal when there is one (vault password prompts, colours); none in CI.
 if [[ -t 0 && -t 1 ]]; then args+=(-it); fi
