@@ -7,6 +7,7 @@
 # (inventory/lab/hosts.yml); the lab's key and known_hosts live in .cache/lab/ssh.
 #
 #   scripts/lab.sh [up]    create or reuse the hosts, deploy, prove (safe to repeat)
+#   scripts/lab.sh hosts   only create or reuse the hosts and provision them (no deploy)
 #   scripts/lab.sh down    remove the hosts and the network
 #   scripts/lab.sh status  show the hosts
 source "$(dirname "$0")/lib.sh"
@@ -51,10 +52,7 @@ wait_booted() {
   done
 }
 
-up() {
-  local t0
-  t0=$(now)
-  bash "$ROOT/scripts/bootstrap.sh"
+hosts() {
   cd "$ROOT"
   podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
   local h
@@ -62,6 +60,13 @@ up() {
   wait_booted
   log "provision: the lab's SSH key for ops, host keys, names between hosts (test-only play)"
   ansible-playbook -i inventory/lab testing/provision.yml
+}
+
+up() {
+  local t0
+  t0=$(now)
+  bash "$ROOT/scripts/bootstrap.sh"
+  hosts
   log "stub Cart/User/gateway (test-only play)"
   ansible-playbook -i inventory/lab testing/lab/stubs.yml
   log "ansible-playbook -i inventory/lab site.yml"
@@ -85,7 +90,8 @@ status() {
 
 case "${1:-up}" in
   up) up ;;
+  hosts) hosts ;;
   down) down ;;
   status) status ;;
-  *) die "usage: $0 [up|down|status]" ;;
+  *) die "usage: $0 [up|hosts|down|status]" ;;
 esac

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Every test, from a fresh Debian 12 machine: installs what it needs (scripts/bootstrap.sh),
-# then lint, the service's tests against a real RabbitMQ, and every molecule scenario.
+# then lint, the service's tests against a real RabbitMQ, the newest ansible-core as the
+# controller (scripts/controller-check.sh), and every molecule scenario.
 # Ends with a table of what ran, passed and how long it took, and a closing
 # "N passed, N failed" line; before it, the last lines of each failed stage's output (the whole
 # output of every stage is kept in .cache/test-logs/<stage>.log), so that a CI log cut down to
 # its tail still names what failed. Exit status: non-zero when anything failed.
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh lint service    only the named stages (lint, service, molecule:<scenario>)
+#   scripts/test.sh lint service    only the named stages (lint, service, controller,
+#                                   molecule:<scenario>)
 #   scripts/test.sh bench           the deploy benchmark (scripts/bench-deploy.sh); never by default
 #
 # Scenarios whose images come from a registry (molecule/rocky: docker.io/rockylinux, run once
@@ -111,6 +113,8 @@ T0=$(now)
 stage bootstrap bash scripts/bootstrap.sh
 wanted lint && stage lint lint
 wanted service && stage service bash scripts/service-tests.sh
+# The newest ansible-core (Debian 13 controller) against the lab hosts over SSH.
+wanted controller && stage controller bash scripts/controller-check.sh
 for s in $(scenarios); do
   wanted "molecule:$s" || continue
   if registry_scenario "$s" && [[ ${ROBOSHOP_REGISTRY:-0} != 1 ]]; then

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,59 @@ def test_password_rotation_and_permission_drift(payment, rabbitmq, stubs):
     assert back.rc == 0, "the deploy back to the lab password failed (output above)"
     assert _authenticates(rabbitmq, user, old)
     assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
+
+
+ARTIFACT_DIR = "/srv/artifacts"
+ARTIFACT_PORT = 8090
+
+
+@pytest.fixture
+def artifact_server(stubs, tmp_path: Path):
+    """The service as the runbooks ship it: payment.zip with the files at its top level
+    (requirements.txt, payment.ini, the package), on a plain HTTP server on the stubs host.
+    Yields (url, sha256); the release built from it carries a marker file."""
+    marker = f"zip-{tmp_path.name}"
+    zip_path = tmp_path / "payment.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for f in sorted(lib.SERVICE_SRC.rglob("*")):
+            rel = f.relative_to(lib.SERVICE_SRC)
+            if f.is_file() and not {"tests", "bench", "__pycache__"} & set(rel.parts):
+                zf.write(f, rel)
+        zf.writestr("ARTIFACT", marker)
+    subprocess.run(["podman", "exec", "fail-stubs", "mkdir", "-p", ARTIFACT_DIR], check=True)
+    subprocess.run(["podman", "cp", str(zip_path), f"fail-stubs:{ARTIFACT_DIR}/"], check=True)
+    stubs.check_output(
+        "systemd-run --unit artifact-http python3 -m http.server %s --directory %s",
+        str(ARTIFACT_PORT), ARTIFACT_DIR,
+    )  # fmt: skip
+    sha = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    try:
+        yield f"http://stubs:{ARTIFACT_PORT}/payment.zip", sha, marker
+    finally:
+        stubs.run("systemctl stop artifact-http")
+
+
+def test_release_from_the_runbooks_zip_artifact(payment, stubs, artifact_server):
+    """payment_artifact_url + payment_artifact_checksum: a wrong checksum changes nothing;
+    the right one deploys the zip's service over SSH, and it takes a payment."""
+    url, sha, marker = artifact_server
+    before = lib.current_release(payment)
+    try:
+        wrong = {"payment_artifact_url": url, "payment_artifact_checksum": "sha256:" + "0" * 64}
+        bad = lib.run_playbook("site.yml", "-e", json.dumps(wrong))
+        assert bad.rc != 0, "a zip whose checksum does not match was deployed"
+        assert lib.current_release(payment) == before
+
+        right = {"payment_artifact_url": url, "payment_artifact_checksum": f"sha256:{sha}"}
+        run = lib.run_playbook("site.yml", "-e", json.dumps(right))
+        assert run.rc == 0, "the deploy of the zip artifact failed (output above)"
+        release = lib.current_release(payment)
+        assert release != before
+        assert payment.file(f"{release}/ARTIFACT").content_string == marker
+        assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
+        code, text, _ = lib.pay(payment, stubs)
+        assert code == 200, text
+        lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=60)
+    finally:
+        back = lib.run_playbook("site.yml")
+    assert back.rc == 0, "the deploy back to service_src failed (output above)"
