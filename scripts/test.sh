@@ -88,12 +88,14 @@ scenarios() {
   done
 }
 
-# molecule test for a stage name (rocky<N>: the rocky scenario with ROCKY_RELEASE=N)
+# molecule test for a stage name (rocky<N>: the rocky scenario with ROCKY_RELEASE=N), one
+# at a time on this machine (container names and SSH ports are fixed per scenario).
+MOLECULE_LOCK=/tmp/roboshop-molecule.lock
 molecule_test() {
   if [[ $1 == rocky* ]]; then
-    ROCKY_RELEASE=${1#rocky} molecule test -s rocky
+    ROCKY_RELEASE=${1#rocky} flock "$MOLECULE_LOCK" molecule test -s rocky
   else
-    molecule test -s "$1"
+    flock "$MOLECULE_LOCK" molecule test -s "$1"
   fi
 }
 
