@@ -17,9 +17,7 @@
 #   ROBOSHOP_SSH_DIR   a directory (keys, known_hosts, ssh config) mounted read-only at the same
 #                      path, so inventory values such as ansible_ssh_private_key_file work as is.
 #   SSH_AUTH_SOCK      the caller's ssh agent, when set: the socket is mounted at the same path.
-#   ROBOSHOP_CONTROLLER_PODMAN_ARGS  extra `podman run` options, split on blanks: e.g.
-#                      "--pid host --privileged" for hosts reached with community.docker.nsenter
-#                      (testing/connection_plugins, ansible_nsenter_pid = a container's init).
+#   ROBOSHOP_CONTROLLER_PODMAN_ARGS  extra `podman run` options, split on blanks.
 # Nothing else: no pip or proxy settings, no HOME. The command runs as the caller's uid and gid,
 # with HOME=/tmp (so ~/.ansible and ~/.ssh/known_hosts stay in the container) and without
 # bytecode files, so the repo gets nothing the host's own ansible-playbook would not write.

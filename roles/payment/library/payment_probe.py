@@ -1,7 +1,9 @@
 #!/usr/bin/python
 """Read-only: what the payment role needs to know about a host, in one round trip."""
 
+import grp
 import os
+import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -11,9 +13,11 @@ short_description: Read a payment host's state in one round trip (changes nothin
 description:
   - Reports the live release (where the current symlink points), whether a release is
     installed completely (its requirements file's sha256 and completion marker), whether
-    the service and socket unit files exist, whether firewalld is active and the releases on
-    disk. One module run instead of a stat, find or systemd query for each, which is most of
-    the cost of a re-run that changes nothing.
+    the service and socket unit files exist, whether firewalld is active, the releases on
+    disk, the checksum, mode and owner of the files the role writes, and whether the units
+    are active and enabled. One module run instead of a stat, find or systemd query for
+    each: the role skips a write whose file already has the wanted content and metadata,
+    and a start of units already running, so a re-run that changes nothing is mostly this.
 options:
   current_link:
     description: The symlink to the live release.
@@ -35,6 +39,15 @@ options:
     description: Also ask systemd whether firewalld is active.
     type: bool
     default: false
+  files:
+    description: Files whose sha1, mode and owner to report, by name.
+    type: dict
+    default: {}
+  units:
+    description: Units whose ActiveState and UnitFileState to report (one systemctl call).
+    type: list
+    elements: str
+    default: []
 author: roboshop-payment
 """
 
@@ -63,7 +76,49 @@ releases:
   description: The releases on disk (directories, hidden entries left out), path and mtime.
   type: list
   returned: always
+files:
+  description: >-
+    For each name of files, {sha1, mode (4 octal digits), owner, group} of the file, or {}
+    when it is not a regular file.
+  type: dict
+  returned: always
+unit_states:
+  description: For each unit of units, {active, enabled} (ActiveState, UnitFileState).
+  type: dict
+  returned: always
 """
+
+
+def file_facts(module, path):
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    if not os.path.isfile(path) or os.path.islink(path):
+        return {}
+    return {
+        "sha1": module.sha1(path),
+        "mode": "%04o" % (st.st_mode & 0o7777),
+        "owner": pwd.getpwuid(st.st_uid).pw_name,
+        "group": grp.getgrgid(st.st_gid).gr_name,
+    }
+
+
+def unit_states(module, systemctl, units):
+    if not units or not systemctl:
+        return {}
+    _, out, _ = module.run_command(
+        [systemctl, "show", "--property=Id,ActiveState,UnitFileState", "--", *units]
+    )
+    states = {}
+    # one block per unit, in the order asked, separated by a blank line
+    for unit, block in zip(units, out.strip().split("\n\n")):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        states[unit] = {
+            "active": props.get("ActiveState", ""),
+            "enabled": props.get("UnitFileState", ""),
+        }
+    return states
 
 
 def main():
@@ -74,6 +129,8 @@ def main():
             "releases_dir": {"type": "path", "required": True},
             "unit_paths": {"type": "dict", "default": {}},
             "firewalld": {"type": "bool", "default": False},
+            "files": {"type": "dict", "default": {}},
+            "units": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -105,6 +162,8 @@ def main():
         units={name: os.path.exists(path) for name, path in params["unit_paths"].items()},
         firewalld_active=firewalld_active,
         releases=releases,
+        files={name: file_facts(module, path) for name, path in params["files"].items()},
+        unit_states=unit_states(module, systemctl, params["units"]),
     )
 
 
