@@ -143,6 +143,16 @@ class Records:
             (DELIVERED, time.time(), orderid, CHARGED),
         )
 
+    def confirmed(self, orderid: str) -> None:
+        """pending|unknown -> delivered: the broker confirmed the request's own publish, so the
+        order is durable there; no fsync (a crash that loses this update leaves the record
+        pending, then unknown: listed for ops, never published blindly)."""
+        self._db(durable=False).execute(
+            "UPDATE payments SET state = ?, note = 'confirmed', updated = ? WHERE orderid = ?"
+            " AND state IN (?, ?)",
+            (DELIVERED, time.time(), orderid, PENDING, UNKNOWN),
+        )
+
     def release(self, orderid: str, delay: float) -> None:
         """A charged record the drainer may publish after `delay` s."""
         self._db().execute(

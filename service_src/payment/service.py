@@ -281,9 +281,13 @@ class Service:
             metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
 
     def _answer_charged(self, orderid: str, exc: BaseException | None = None) -> Result:
-        """After the charge: 200 when the order is durable (charged/delivered on disk)."""
+        """After the charge, on an unexpected error: 200 when the order is durable (the record
+        charged or delivered, or made charged now: the drainer publishes it), else 503."""
         try:
             record = self.records.get(orderid)
+            if record is not None and record.state in (PENDING, UNKNOWN):
+                self.records.charged(orderid, LATE_CONFIRM_WINDOW)
+                record = self.records.get(orderid)
         except Exception:
             record = None
         if record is not None and record.state in (CHARGED, DELIVERED):
@@ -293,28 +297,49 @@ class Service:
     def _after_charge(
         self, attempt: Attempt, registered: bool, orderid: str, message: bytes, history: bytes
     ) -> Result:
+        """The order made durable — by the broker's confirm, or else by the record committed
+        `charged` — and only then order history and cart delete."""
         rid = attempt.rid
         ticket = self._publish(orderid, message, rid)
-        # the record `charged` on disk (its fsync overlaps the broker's round trip)
-        durable = False
-        try:
-            durable = self.records.charged(orderid, self.settings.publish_timeout + 5.0)
-        except Exception as exc:
-            log.error("payment %s: charged state not written: %s", orderid, type(exc).__name__)
-            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
-        if not durable:
-            return self._without_record(orderid, ticket)
+        state = ticket.wait(self.settings.publish_timeout)
+        if state == CONFIRMED:  # durable in RabbitMQ: no fsync needed here
+            self._delivered(orderid)
+            where = "broker"
+        else:
+            try:
+                durable = self.records.charged(orderid, self._hold(ticket))
+            except Exception as exc:
+                log.error("payment %s: charged not written: %s", orderid, type(exc).__name__)
+                metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+                durable = False
+            if not durable:  # charged, and the order is nowhere: 503, the record goes to ops
+                return error(503, "the order could not be recorded", final=True, dependency="state")
+            metrics.safe(metrics.OUTBOX.labels("stored").inc, "metrics")
+            self._wake_drainer()
+            where = "outbox"
         # the order is durable: order history and cart delete (their failures are counted)
         if registered:
             self._call_after("user", "history", self.deps.add_history, attempt.user, history, rid)
         self._call_after("cart", "delete", self.deps.delete_cart, attempt.user, rid)
-        where = self._settle_publish(orderid, ticket)
         result = Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
         n = units(attempt.cart)
         metrics.safe(lambda: metrics.SOLD.inc(n), "metrics")
         metrics.safe(lambda: metrics.UNITS.observe(n), "metrics")
         metrics.safe(lambda: metrics.CART_VALUE.observe(attempt.cart["total"]), "metrics")
         return result
+
+    @staticmethod
+    def _hold(ticket: Ticket) -> float:
+        """How long the drainer leaves a charged record alone: a publish this request gave up
+        on may still be confirmed (that marks it delivered); else at once."""
+        return LATE_CONFIRM_WINDOW if ticket.state == ABANDONED and ticket.sent else 0.0
+
+    def _delivered(self, orderid: str) -> None:
+        try:
+            self.records.confirmed(orderid)
+        except Exception as exc:  # stays pending: the drainer makes it unknown, for ops
+            log.error("payment %s: delivered not written: %s", orderid, type(exc).__name__)
+            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
 
     def _publish(self, orderid: str, message: bytes, rid: str) -> Ticket:
         try:
@@ -324,33 +349,6 @@ class Service:
             ticket = Ticket(orderid)
             ticket.resolve(FAILED)
             return ticket
-
-    def _without_record(self, orderid: str, ticket: Ticket) -> Result:
-        """Charged, but `charged` is not on disk (the record stays pending): the broker's
-        confirm alone can make the order safe; else 503, and the record becomes unknown."""
-        if ticket.wait(self.settings.publish_timeout) == CONFIRMED:
-            self._settle(orderid, DELIVERED, "confirmed before the charged state was written")
-            return Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": "broker"})
-        return error(503, "the order could not be recorded", final=True, dependency="state")
-
-    def _settle_publish(self, orderid: str, ticket: Ticket) -> str:
-        """Wait for the confirm; else the drainer publishes the charged record: broker|outbox."""
-        state = ticket.wait(self.settings.publish_timeout)
-        try:
-            if state == CONFIRMED:
-                self.records.delivered(orderid)
-                return "broker"
-            metrics.safe(metrics.OUTBOX.labels("stored").inc, "metrics")
-            if state == ABANDONED and ticket.sent:
-                # a confirm may still come (it marks the record delivered); the drainer waits
-                self.records.release(orderid, LATE_CONFIRM_WINDOW)
-            else:
-                self.records.release(orderid, 0.0)
-                self._wake_drainer()
-        except Exception as exc:  # still charged on disk: the drainer delivers it
-            log.error("payment %s: record update failed: %s", orderid, type(exc).__name__)
-            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
-        return "outbox"
 
     def _wake_drainer(self) -> None:
         drainer = getattr(self, "drainer", None)

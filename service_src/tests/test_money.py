@@ -67,7 +67,7 @@ def test_infinity_in_an_unknown_field_is_refused() -> None:
 def test_exception_after_the_charge_is_a_200_and_keeps_the_key(monkeypatch) -> None:
     world = World()
     monkeypatch.setattr(
-        world.service, "_settle_publish", lambda *a: (_ for _ in ()).throw(RuntimeError("bug"))
+        world.service, "_call_after", lambda *a: (_ for _ in ()).throw(RuntimeError("bug"))
     )
     first = world.pay("stan", key="k1")
     assert first.status == 200, first.body
