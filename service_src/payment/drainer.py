@@ -51,6 +51,7 @@ class Drainer:
         self._on_delivered = on_delivered
         self._on_unknown = on_unknown
         self._last_sweep = 0.0
+        self._last_purge = 0.0
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="payment-drainer", daemon=True)
 
@@ -83,7 +84,9 @@ class Drainer:
             log.error("payment %s: no gateway outcome recorded (worker ended): unknown", orderid)
             if self._on_unknown is not None:
                 self._on_unknown(orderid)
-        self.records.purge(self._retention)
+        if now - self._last_purge > 60.0:
+            self._last_purge = now
+            self.records.purge(self._retention)
         return stale
 
     def drain_once(self, batch: int = 200) -> int:

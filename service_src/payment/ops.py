@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         for name in args.state or [UNKNOWN, "undelivered"]:
             states.extend(ALIASES.get(name, (name,)))
         rows = records.list(tuple(dict.fromkeys(states)), args.limit)
-        counts = records.counts()
+        counts = records.counts(STATES)
         if args.json:
             for record in rows:
                 print(json.dumps(_row(record)))

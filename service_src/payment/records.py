@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS payments (
 CREATE INDEX IF NOT EXISTS payments_key ON payments (user, idem_key)
     WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_state ON payments (state, claimed_until);
+CREATE INDEX IF NOT EXISTS payments_updated ON payments (updated);
 """
+OPEN = (PENDING, CHARGED, UNKNOWN)  # the states that need the service or an operator
+KEYLESS_RETENTION = 3600.0  # a settled payment without Idempotency-Key: nothing replays it
 COLUMNS = (
     "orderid, user, idem_key, fingerprint, state, body, request_id, created, updated,"
     " claimed_until, attempts, note"
@@ -219,19 +222,30 @@ class Records:
         return ids
 
     def purge(self, age: float) -> int:
-        """Forget settled records (delivered, declined, failed) older than `age` s."""
-        cur = self._db(durable=False).execute(
-            "DELETE FROM payments WHERE state IN (?, ?, ?) AND updated < ?",
-            (DELIVERED, DECLINED, FAILED, time.time() - age),
-        )
-        return cur.rowcount
+        """Forget settled records (delivered, declined, failed) older than `age` s (the
+        Idempotency-Key TTL), or than an hour for those without a key; pending, charged and
+        unknown records are never purged."""
+        now = time.time()
+        db = self._db(durable=False)
+        removed = 0
+        for cutoff, keyless in (
+            (now - age, ""),
+            (now - KEYLESS_RETENTION, " AND idem_key IS NULL"),
+        ):
+            cur = db.execute(
+                f"DELETE FROM payments WHERE updated < ? AND state IN (?, ?, ?){keyless}",
+                (cutoff, DELIVERED, DECLINED, FAILED),
+            )
+            removed += cur.rowcount
+        return removed
 
     # -- health, metrics, ops ----------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATES, 0)
-        for state, n in self._db().execute("SELECT state, count(*) FROM payments GROUP BY state"):
-            out[state] = int(n)
-        return out
+    def counts(self, states: tuple[str, ...] = OPEN) -> dict[str, int]:
+        """Records per state (by default the open ones: cheap index ranges, while the settled
+        states can hold a day of payments)."""
+        db = self._db()
+        sql = "SELECT count(*) FROM payments WHERE state = ?"
+        return {state: int(db.execute(sql, (state,)).fetchone()[0]) for state in states}
 
     def undelivered(self) -> int:
         return int(

@@ -220,3 +220,26 @@ def test_a_pending_record_of_the_key_is_in_flight() -> None:
     reply = world.pay("stan", key="k1")
     assert reply.status == 409 and "Retry-After" in reply.headers
     assert len(world.deps.gateway.charged) == 1
+
+
+def test_purge_keeps_open_records_and_keyed_ones_for_the_ttl() -> None:
+    world = World()
+    records = world.service.records
+    for orderid, key, state in (
+        ("o-keyless", None, DELIVERED),
+        ("o-keyed", "k1", DELIVERED),
+        ("o-charged", None, CHARGED),
+        ("o-unknown", None, UNKNOWN),
+    ):
+        records.create(orderid, "stan", key, "fp", b"{}", "r-" + orderid)
+        records._db().execute("UPDATE payments SET state = ? WHERE orderid = ?", (state, orderid))
+    records._db().execute("UPDATE payments SET updated = updated - 7200")  # two hours ago
+    records.purge(age=86400)
+    left = {r.orderid for r in records.list(("delivered", "charged", "unknown"))}
+    assert left == {"o-keyed", "o-charged", "o-unknown"}
+    records.purge(age=60)  # past the TTL: only what still needs the service or ops stays
+    assert {r.orderid for r in records.list(("delivered", "charged", "unknown"))} == {
+        "o-charged",
+        "o-unknown",
+    }
+    assert records.counts() == {"pending": 0, "charged": 1, "unknown": 1}
