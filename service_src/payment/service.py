@@ -200,7 +200,8 @@ class Service:
         if prior is None:
             return None
         if prior.fingerprint != attempt.fingerprint:
-            return error(422, "Idempotency-Key already used with another request", final=True)
+            # not stored for the key: the claim is dropped, the record keeps answering
+            return error(422, "Idempotency-Key already used with another request")
         if prior.state in (CHARGED, DELIVERED):
             result = Result(200, {"orderid": prior.orderid}, True, {"replay": True})
             result.headers["Idempotent-Replayed"] = "true"

@@ -219,5 +219,11 @@ def check(world: World, settled: bool) -> None:
     # every order in the queue comes from a charge
     charged_orders = {records[rid].orderid for rid in charged if rid in records}
     assert set(queue_ids) <= charged_orders
+    # a key's successful answers all name one order
+    orders: dict[tuple[str, str], set[str]] = {}
+    for s in world.sent:
+        if s.key is not None and s.status == 200:
+            orders.setdefault((s.user, s.key), set()).add(s.body["orderid"])
+    assert all(len(ids) == 1 for ids in orders.values()), orders
     # no 500, ever
     assert all(s.status != 500 for s in world.sent)

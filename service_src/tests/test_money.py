@@ -174,6 +174,18 @@ def test_lost_finish_and_expired_claim_is_answered_from_the_record(monkeypatch) 
     settle(world)
 
 
+def test_another_body_after_an_expired_claim_does_not_hide_the_order() -> None:
+    world = World()
+    first = world.pay("stan", key="k1")
+    world.service.idempotency._db().execute("UPDATE idempotency SET expires = 0")
+    other = copy.deepcopy(CART)
+    other["items"][0]["qty"] = 2
+    assert world.pay("stan", key="k1", cart=other).status == 422
+    retry = world.pay("stan", key="k1")
+    assert retry.status == 200 and retry.body == first.body
+    assert len(world.deps.gateway.charged) == 1
+
+
 def test_gateway_timeout_is_unknown_never_published_and_listed() -> None:
     world = World()
     world.deps.gateway.mode = "timeout"
