@@ -25,7 +25,8 @@ start() {
     return 1
   }
   # The node may be up with its application stopped (e.g. an interrupted restart test).
-  if timeout 20 rabbitmqctl -q status >/dev/null 2>&1; then
+  # (`status` fails while the application is stopped; `ping` answers whenever the node runs)
+  if timeout 20 rabbitmqctl -q ping >/dev/null 2>&1; then
     echo "rabbitmq: node running, starting its application"
     timeout 60 rabbitmqctl -q start_app
   else

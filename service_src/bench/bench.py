@@ -204,43 +204,14 @@ def run_load(
     return lat, errors, per_client
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="benchmark POST /pay")
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--processes", default=str(os.cpu_count() or 2))
-    parser.add_argument("--threads", default="8")
-    parser.add_argument(
-        "--keepalive",
-        action="store_true",
-        help="one persistent connection per client (uWSGI binds a core to each: clients "
-        "beyond processes x threads wait); default: a connection per request, like nginx",
-    )
-    args = parser.parse_args()
-    levels = [int(c) for c in args.clients.split(",")]
-
-    start_local_rabbitmq()
+def start_service(
+    src: Path, ports: dict[str, int], args: argparse.Namespace
+) -> tuple[subprocess.Popen, int, str, str, Path]:
+    """uWSGI serving the service in `src` (a service_src tree) on a free port, its own
+    exchange, queue and state dir: (process, port, exchange, queue, state dir)."""
     state = Path(tempfile.mkdtemp(prefix="payment-bench-"))
     tag = uuid.uuid4().hex[:8]
     exchange, queue = f"bench-shop-{tag}", f"bench-orders-{tag}"
-    ports = {role: free_port() for role in ("cart", "user", "gateway")}
-    stubs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(STUBS),
-                "--role",
-                role,
-                "--port",
-                str(port),
-                "--no-bodies",
-                "--max-calls",
-                "100",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for role, port in ports.items()
-    ]
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -269,13 +240,70 @@ def main() -> int:
     )
     log = (state / "uwsgi.log").open("wb")
     uwsgi = subprocess.Popen(
-        [str(UWSGI), "--ini", str(SERVICE_SRC / "payment.ini")],
-        cwd=SERVICE_SRC,
+        [str(UWSGI), "--ini", str(src / "payment.ini")],
+        cwd=src,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    return uwsgi, port, exchange, queue, state
+
+
+def checkout(rev: str) -> Path:
+    """service_src as of a git revision, in a temporary directory (for --compare)."""
+    tmp = Path(tempfile.mkdtemp(prefix="payment-bench-rev-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "service_src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+    return tmp / "service_src"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="benchmark POST /pay")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--processes", default=str(os.cpu_count() or 2))
+    parser.add_argument("--threads", default="8")
+    parser.add_argument(
+        "--keepalive",
+        action="store_true",
+        help="one persistent connection per client (uWSGI binds a core to each: clients "
+        "beyond processes x threads wait); default: a connection per request, like nginx",
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also run service_src of this git revision, side by side in the same run "
+        "(each load level runs against every version in turn); repeatable",
+    )
+    args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+
+    start_local_rabbitmq()
+    ports = {role: free_port() for role in ("cart", "user", "gateway")}
+    stubs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(STUBS),
+                "--role",
+                role,
+                "--port",
+                str(port),
+                "--no-bodies",
+                "--max-calls",
+                "100",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for role, port in ports.items()
+    ]
+    trees = [(rev, checkout(rev)) for rev in args.compare] + [("this tree", SERVICE_SRC)]
+    services = [(label, *start_service(src, ports, args)) for label, src in trees]
     amqp = pika.BlockingConnection(
         pika.ConnectionParameters("127.0.0.1", credentials=pika.PlainCredentials("guest", "guest"))
     )
@@ -283,56 +311,67 @@ def main() -> int:
     try:
         for p in ports.values():
             wait_port(p)
-        wait_port(port)
+        for _, _, port, *_ in services:
+            wait_port(port, timeout=30)
         time.sleep(2.5)  # workers connect to RabbitMQ
-        run_load(port, 4, 2.0, args.keepalive)  # warm up
+        for _, _, port, *_ in services:
+            run_load(port, 4, 2.0, args.keepalive)  # warm up
+        exchange = services[-1][3]
         floor_samples = measure_floor(ports, amqp, exchange, args.keepalive)
-        pids = [uwsgi.pid, *children(uwsgi.pid)]
         stub_pids = [s.pid for s in stubs]
         broker = [local_rabbitmq_pid()]
         for clients in levels:
-            amqp.channel().queue_purge(queue)
-            cpu0, s0, b0 = cpu_seconds(pids), cpu_seconds(stub_pids), cpu_seconds(broker)
-            t0 = time.perf_counter()
-            lat, errors, per_client = run_load(port, clients, args.seconds, args.keepalive)
-            wall = time.perf_counter() - t0
-            cpu = cpu_seconds(pids) - cpu0
-            n = len(lat)
-            rows.append(
-                {
-                    "clients": clients,
-                    "requests": n,
-                    "errors": errors,
-                    "fewest": min(per_client),
-                    "most": max(per_client),
-                    "rps": n / wall,
-                    "p50": pct(lat, 0.50),
-                    "p99": pct(lat, 0.99),
-                    "cpu_req": cpu / n,
-                    "stub_cpu_req": (cpu_seconds(stub_pids) - s0) / n,
-                    "broker_cpu_req": (cpu_seconds(broker) - b0) / n,
-                }
-            )
+            for label, uwsgi, port, _exchange, queue, _state in services:
+                pids = [uwsgi.pid, *children(uwsgi.pid)]
+                amqp.channel().queue_purge(queue)
+                cpu0, s0, b0 = cpu_seconds(pids), cpu_seconds(stub_pids), cpu_seconds(broker)
+                t0 = time.perf_counter()
+                lat, errors, per_client = run_load(port, clients, args.seconds, args.keepalive)
+                wall = time.perf_counter() - t0
+                cpu = cpu_seconds(pids) - cpu0
+                n = len(lat)
+                rows.append(
+                    {
+                        "version": label,
+                        "clients": clients,
+                        "requests": n,
+                        "errors": errors,
+                        "fewest": min(per_client),
+                        "most": max(per_client),
+                        "rps": n / wall,
+                        "p50": pct(lat, 0.50),
+                        "p99": pct(lat, 0.99),
+                        "cpu_req": cpu / n,
+                        "stub_cpu_req": (cpu_seconds(stub_pids) - s0) / n,
+                        "broker_cpu_req": (cpu_seconds(broker) - b0) / n,
+                    }
+                )
         # again after the load: the floor drifts with the machine's state within a run
         floor_samples += measure_floor(ports, amqp, exchange, args.keepalive)
     finally:
-        uwsgi.send_signal(signal.SIGTERM)  # die-on-term: the master stops its workers
-        try:
-            uwsgi.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(uwsgi.pid, signal.SIGKILL)
-            uwsgi.wait(10)
+        for _, uwsgi, *_ in services:
+            uwsgi.send_signal(signal.SIGTERM)  # die-on-term: the master stops its workers
+            try:
+                uwsgi.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(uwsgi.pid, signal.SIGKILL)
+                uwsgi.wait(10)
         for s in stubs:
             s.terminate()
             s.wait(10)
         try:
             ch = amqp.channel()
-            ch.queue_delete(queue)
-            ch.exchange_delete(exchange)
+            for _, _, _, exchange_, queue_, _ in services:
+                ch.queue_delete(queue_)
+                ch.exchange_delete(exchange_)
             amqp.close()
         except Exception:
             pass
-        shutil.rmtree(state, ignore_errors=True)
+        for _, _, _, _, _, state in services:
+            shutil.rmtree(state, ignore_errors=True)
+        for _label, src in trees:
+            if src != SERVICE_SRC:
+                shutil.rmtree(src.parent, ignore_errors=True)
 
     ms = 1000.0
     floor = statistics.median(floor_samples)
@@ -343,13 +382,14 @@ def main() -> int:
         f"{'one keep-alive connection each' if args.keepalive else 'a connection per request'}\n"
     )
     print(
-        f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
+        f"{'version':>10} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
         f"{'p50/floor':>9} {'uwsgi CPU/req':>13} {'stubs CPU/req':>13} {'broker CPU/req':>14}"
         f" {'errors':>6} {'per client min/max':>18}"
     )
     for r in rows:
         print(
-            f"{r['clients']:>7} {r['rps']:>8.0f} {r['p50'] * ms:>8.2f} {r['p99'] * ms:>8.2f} "
+            f"{r['version'][:10]:>10} {r['clients']:>7} {r['rps']:>8.0f} "
+            f"{r['p50'] * ms:>8.2f} {r['p99'] * ms:>8.2f} "
             f"{r['p99'] / r['p50']:>8.2f} {r['p50'] / floor:>9.2f} "
             f"{r['cpu_req'] * ms:>10.3f} ms {r['stub_cpu_req'] * ms:>10.3f} ms "
             f"{r['broker_cpu_req'] * ms:>11.3f} ms {r['errors']:>6} "

@@ -23,7 +23,6 @@ import pika
 from pika.exchange_type import ExchangeType
 
 from .config import Settings
-from .ledger import STREAM_ARGUMENTS
 
 log = logging.getLogger("payment.amqp")
 
@@ -106,10 +105,7 @@ class Publisher:
         self._pending: dict[int, Ticket] = {}
         self._returned: set[str] = set()
         self._tag = 0
-        self._late: set[str] = set()
         self.last_error = ""
-        self.ledger_enabled = bool(settings.amqp_ledger_queue)
-        self._declaring_ledger = False
         self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
 
     # -- public, any thread ------------------------------------------------------------
@@ -142,14 +138,6 @@ class Publisher:
                 self._queued.discard(ticket)
                 ticket.resolve(FAILED)
         return ticket
-
-    def pop_late_confirm(self, orderid: str) -> bool:
-        """True when a publish this worker gave up on was confirmed after all."""
-        with self._lock:
-            if orderid in self._late:
-                self._late.discard(orderid)
-                return True
-        return False
 
     def stop(self) -> None:
         self._stopping = True
@@ -239,32 +227,12 @@ class Publisher:
                     queue=s.amqp_queue,
                     exchange=s.amqp_exchange,
                     routing_key=s.amqp_routing_key,
-                    callback=self._declare_ledger,
+                    callback=self._on_bound,
                 ),
             ),
         )
 
-    def _declare_ledger(self, _frame) -> None:
-        s = self.settings
-        channel = self._channel
-        if not self.ledger_enabled or channel is None:
-            self._on_bound(None)
-            return
-        self._declaring_ledger = True
-        channel.queue_declare(
-            queue=s.amqp_ledger_queue,
-            durable=True,
-            arguments=STREAM_ARGUMENTS,
-            callback=lambda _f: channel.queue_bind(
-                queue=s.amqp_ledger_queue,
-                exchange=s.amqp_exchange,
-                routing_key=s.amqp_routing_key,
-                callback=self._on_bound,
-            ),
-        )
-
     def _on_bound(self, _frame) -> None:
-        self._declaring_ledger = False
         with self._lock:
             self._ready = True
         self.last_error = ""
@@ -278,14 +246,6 @@ class Publisher:
 
     def _on_channel_closed(self, channel, reason: BaseException) -> None:
         self.last_error = f"channel closed: {reason}"
-        if self._declaring_ledger:
-            # no streams on this broker (or the name is taken by another queue type):
-            # carry on without the ledger (uncertain publishes are then republished)
-            log.error(
-                "ledger stream %s unusable (%s): disabled", self.settings.amqp_ledger_queue, reason
-            )
-            self.ledger_enabled = False
-            self._declaring_ledger = False
         if not self._stopping:
             log.warning("amqp channel closed: %s", reason)
         with self._lock:
@@ -345,14 +305,11 @@ class Publisher:
                 self._returned.discard(ticket.orderid)
                 redeclare = True
             state = CONFIRMED if ack and not returned else FAILED
-            if not ticket.resolve(state) and state == CONFIRMED:
-                with self._lock:
-                    if len(self._late) < 100000:
-                        self._late.add(ticket.orderid)
-                if self._on_late_confirm is not None:
-                    try:
-                        self._on_late_confirm(ticket.orderid)
-                    except Exception:
-                        log.exception("late confirm handler failed")
+            late = not ticket.resolve(state) and state == CONFIRMED
+            if late and self._on_late_confirm is not None:
+                try:
+                    self._on_late_confirm(ticket.orderid)
+                except Exception:
+                    log.exception("late confirm handler failed")
         if redeclare:  # the queue or its binding went away: reconnect declares them again
             self._close()

@@ -14,7 +14,14 @@ from werkzeug.exceptions import HTTPException
 from . import logs, metrics
 from .config import Settings
 from .service import Result, Service, error
-from .validation import REQUEST_ID_RE, Invalid, check_cart, parse_json, valid_id, valid_key
+from .validation import (
+    Invalid,
+    check_cart,
+    parse_json,
+    valid_id,
+    valid_key,
+    valid_request_id,
+)
 
 JSON = "application/json"
 
@@ -30,12 +37,15 @@ def _result(result: Result, environ: dict[str, Any]) -> Response:
     return _json(result.status, result.body, result.headers)
 
 
-def create_app(settings: Settings, threads: int = 1) -> Flask:
+def create_app(settings: Settings | None = None, threads: int = 1, **service: Any) -> Flask:
+    """The app; no thread starts here (per-worker resources start on first use, after fork).
+    `service` goes to Service (tests pass fake deps and a fake publisher)."""
+    settings = settings if settings is not None else Settings.from_env()
     app = Flask("payment")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
-    service = Service(settings, threads)
+    service = Service(settings, threads, **service)
     app.extensions["payment"] = service
 
     @app.errorhandler(HTTPException)
@@ -102,7 +112,8 @@ def create_app(settings: Settings, threads: int = 1) -> Flask:
         best = request.accept_mimetypes.best_match([metrics.CONTENT_TYPE.split(";")[0], JSON])
         if best == JSON and request.accept_mimetypes[JSON] > request.accept_mimetypes["text/plain"]:
             return _json(200, metrics.summary(service.started))
-        return Response(metrics.exposition(), mimetype=None, content_type=metrics.CONTENT_TYPE)
+        body = metrics.exposition(service.records.counts)
+        return Response(body, mimetype=None, content_type=metrics.CONTENT_TYPE)
 
     app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
     return app
@@ -143,7 +154,7 @@ class RequestLog:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         rid = environ.get("HTTP_X_REQUEST_ID", "")
-        if not REQUEST_ID_RE.match(rid):
+        if not valid_request_id(rid):
             rid = uuid.uuid4().hex
         environ["payment.request_id"] = rid
         entry: dict[str, Any] = {}

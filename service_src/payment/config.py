@@ -70,7 +70,6 @@ class Settings:
     amqp_queue: str = "orders"
     amqp_routing_key: str = "orders"
     amqp_heartbeat: int = 30
-    amqp_ledger_queue: str = "payment.ledger"
     connect_timeout: float = 1.0
     read_timeout: float = 5.0
     gateway_timeout: float = 10.0
@@ -110,7 +109,6 @@ class Settings:
             amqp_queue=_str(e, "AMQP_QUEUE", d.amqp_queue),
             amqp_routing_key=_str(e, "AMQP_ROUTING_KEY", d.amqp_routing_key),
             amqp_heartbeat=_int(e, "AMQP_HEARTBEAT", d.amqp_heartbeat),
-            amqp_ledger_queue=e.get("AMQP_LEDGER_QUEUE", d.amqp_ledger_queue).strip(),
             connect_timeout=_float(e, "PAYMENT_CONNECT_TIMEOUT", d.connect_timeout, 0.001),
             read_timeout=_float(e, "PAYMENT_READ_TIMEOUT", d.read_timeout, 0.001),
             gateway_timeout=_float(e, "PAYMENT_GATEWAY_TIMEOUT", d.gateway_timeout, 0.001),
@@ -127,6 +125,11 @@ class Settings:
             health_require_broker=_bool(e, "PAYMENT_HEALTH_REQUIRE_BROKER", False),
             log_level=_str(e, "PAYMENT_LOG_LEVEL", d.log_level).upper(),
         )
+
+    @property
+    def pending_age(self) -> float:
+        """After this many seconds a `pending` record's charge call has surely ended."""
+        return self.delay_ms / 1000.0 + self.connect_timeout + self.gateway_timeout + 5.0
 
     @property
     def cart_base(self) -> str:

@@ -1,15 +1,25 @@
-"""Outbound HTTP to Cart, User and the payment gateway: keep-alive pools per worker.
+"""Outbound HTTP to Cart, User and the payment gateway, through urllib3.
 
-Plain-HTTP dependencies (cart, user, an http:// gateway) go through `httpclient.HostPool`
-(cheap per call); an https:// gateway goes through urllib3 (TLS, certificate checks).
+Cart and User: one keep-alive `HTTPConnectionPool` each per worker (an idle connection is
+checked before reuse). A failed connect is retried once; an idempotent call (GET, DELETE) is
+retried once after a stale-connection or read error; the history POST never is.
+
+The charge: a fresh connection for every charge, closed after it, never a pooled one, so a
+charge is never sent on a connection the gateway may have closed meanwhile. Anything that
+fails before the connection is up (refused, connect timeout, TLS) means no byte of the charge
+left: `refused`/`timeout`, nothing charged. Anything after the request went out (read
+timeout, reset, malformed answer) is `read_timeout`/`protocol`: the charge state is unknown.
 """
 
 from __future__ import annotations
 
+import http.client
+import socket
 import time
 import urllib.parse
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -20,7 +30,6 @@ from urllib3.exceptions import (
 
 from . import metrics
 from .config import Settings
-from .httpclient import BadResponse, ConnectFailed, HostPool, ReadTimedOut
 
 
 class DependencyError(Exception):
@@ -33,54 +42,64 @@ class DependencyError(Exception):
         self.status = status
 
 
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    if isinstance(exc, NewConnectionError):  # a subclass of ConnectTimeoutError
+        return "refused"
+    if isinstance(exc, ConnectTimeoutError):
+        return "timeout"
+    if isinstance(exc, ReadTimeoutError):
+        return "read_timeout"
+    return "protocol"
+
+
 class Deps:
     def __init__(self, settings: Settings, pool_size: int) -> None:
         self.settings = settings
         size = max(pool_size, 2)
-        self.cart = HostPool(settings.cart_host, settings.cart_port, settings.connect_timeout, size)
-        self.user = HostPool(settings.user_host, settings.user_port, settings.connect_timeout, size)
+        timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        retries = urllib3.Retry(
+            total=1,
+            connect=1,
+            read=1,
+            status=0,
+            other=0,
+            redirect=0,
+            allowed_methods=frozenset({"GET", "DELETE"}),
+            raise_on_status=False,
+        )
+        self.cart = urllib3.HTTPConnectionPool(
+            settings.cart_host, settings.cart_port, maxsize=size, timeout=timeout, retries=retries
+        )
+        self.user = urllib3.HTTPConnectionPool(
+            settings.user_host, settings.user_port, maxsize=size, timeout=timeout, retries=retries
+        )
         url = urllib.parse.urlsplit(settings.gateway_url)
+        self.gateway_tls = url.scheme == "https"
+        self.gateway_host = url.hostname or "localhost"
+        self.gateway_port = url.port or (443 if self.gateway_tls else 80)
         self.gateway_path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        self.gateway: HostPool | None = None
-        self.tls: urllib3.PoolManager | None = None
-        if url.scheme == "http":
-            self.gateway = HostPool(
-                url.hostname or "localhost", url.port or 80, settings.connect_timeout, size
-            )
-        else:
-            self.tls = urllib3.PoolManager(
-                num_pools=2,
-                maxsize=size,
-                block=False,
-                retries=urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0),
-            )
 
     def call(
         self,
         dependency: str,
         operation: str,
-        pool: HostPool,
+        pool: urllib3.HTTPConnectionPool,
         method: str,
         path: str,
         request_id: str,
         body: bytes | None = None,
-        read_timeout: float | None = None,
-    ) -> tuple[int, bytes]:
+    ) -> int:
         headers = {"X-Request-ID": request_id}
         if body is not None:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            return pool.request(
-                method, path, headers, body, read_timeout or self.settings.read_timeout
-            )
-        except ConnectFailed as exc:
-            kind = "timeout" if exc.timed_out else "refused"
-            raise self._error(dependency, operation, kind, exc) from None
-        except ReadTimedOut as exc:
-            raise self._error(dependency, operation, "read_timeout", exc) from None
-        except (BadResponse, OSError) as exc:
-            raise self._error(dependency, operation, "protocol", exc) from None
+            response = pool.request(method, path, body=body, headers=headers, redirect=False)
+            return response.status
+        except (HTTPError, OSError) as exc:
+            raise self._error(dependency, operation, _kind(exc), exc) from None
         finally:
             metrics.DEP_LATENCY.labels(dependency, operation).observe(time.perf_counter() - started)
 
@@ -91,7 +110,7 @@ class Deps:
 
     # -- the calls the payment flow makes ------------------------------------------------
     def user_registered(self, user_id: str, request_id: str) -> bool:
-        status, _ = self.call("user", "check", self.user, "GET", f"/check/{user_id}", request_id)
+        status = self.call("user", "check", self.user, "GET", f"/check/{user_id}", request_id)
         if status == 200:
             return True
         if status == 404:
@@ -99,69 +118,59 @@ class Deps:
         raise DependencyError("user", "status", f"HTTP {status}", status)
 
     def charge(self, request_id: str) -> None:
-        if self.gateway is not None:
-            status, _ = self.call(
-                "gateway",
-                "charge",
-                self.gateway,
-                "GET",
-                self.gateway_path,
-                request_id,
-                read_timeout=self.settings.gateway_timeout,
-            )
-        else:
-            status = self._charge_tls(request_id)
+        """GET the gateway on a fresh connection; DependencyError unless it answers 200."""
+        started = time.perf_counter()
+        try:
+            status = self._charge(request_id)
+        finally:
+            metrics.DEP_LATENCY.labels("gateway", "charge").observe(time.perf_counter() - started)
         if status != 200:
             metrics.DEP_ERRORS.labels("gateway", "charge").inc()
             raise DependencyError("gateway", "status", f"HTTP {status}", status)
 
-    def _charge_tls(self, request_id: str) -> int:
-        assert self.tls is not None
-        started = time.perf_counter()
+    def _charge(self, request_id: str) -> int:
+        s = self.settings
+        cls = HTTPSConnection if self.gateway_tls else HTTPConnection
+        conn = cls(self.gateway_host, self.gateway_port, timeout=s.connect_timeout)
         try:
-            response = self.tls.request(
-                "GET",
-                self.settings.gateway_url,
-                headers={"X-Request-ID": request_id},
-                timeout=urllib3.Timeout(
-                    connect=self.settings.connect_timeout, read=self.settings.gateway_timeout
-                ),
-                redirect=False,
-            )
-            return response.status
-        except MaxRetryError as exc:
-            raise self._tls_error(exc.reason or exc) from None
-        except HTTPError as exc:
-            raise self._tls_error(exc) from None
+            try:  # nothing has been sent until this succeeds
+                conn.connect()
+            except (HTTPError, OSError) as exc:
+                kind = "refused" if isinstance(exc, NewConnectionError) else "timeout"
+                if not isinstance(exc, (ConnectTimeoutError, TimeoutError)):
+                    kind = "refused"  # TLS or other failure before any request byte
+                raise self._error("gateway", "charge", kind, exc) from None
+            try:  # from here on the gateway may have charged
+                assert conn.sock is not None
+                conn.sock.settimeout(s.gateway_timeout)
+                conn.request(
+                    "GET",
+                    self.gateway_path,
+                    headers={"X-Request-ID": request_id, "Connection": "close"},
+                )
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            except (TimeoutError, socket.timeout, ReadTimeoutError) as exc:
+                raise self._error("gateway", "charge", "read_timeout", exc) from None
+            except (HTTPError, OSError, http.client.HTTPException) as exc:
+                raise self._error("gateway", "charge", "protocol", exc) from None
         finally:
-            metrics.DEP_LATENCY.labels("gateway", "charge").observe(time.perf_counter() - started)
-
-    def _tls_error(self, exc: BaseException) -> DependencyError:
-        if isinstance(exc, NewConnectionError):
-            kind = "refused"
-        elif isinstance(exc, ReadTimeoutError):
-            kind = "read_timeout"
-        elif isinstance(exc, ConnectTimeoutError):
-            kind = "timeout"
-        else:
-            kind = "protocol"
-        return self._error("gateway", "charge", kind, exc)
+            conn.close()
 
     def add_history(self, user_id: str, body: bytes, request_id: str) -> int:
-        status, _ = self.call(
-            "user", "order", self.user, "POST", f"/order/{user_id}", request_id, body
-        )
-        return status
+        return self.call("user", "order", self.user, "POST", f"/order/{user_id}", request_id, body)
 
     def delete_cart(self, user_id: str, request_id: str) -> int:
-        status, _ = self.call("cart", "delete", self.cart, "DELETE", f"/cart/{user_id}", request_id)
-        return status
+        return self.call("cart", "delete", self.cart, "DELETE", f"/cart/{user_id}", request_id)
 
     def probe(self, dependency: str) -> bool:
         """Readiness probe: any HTTP answer below 500 from /health counts as up."""
         pool = self.cart if dependency == "cart" else self.user
         try:
-            status, _ = pool.request("GET", "/health", {}, None, 2.0)
-        except OSError:
+            response = pool.request(
+                "GET", "/health", retries=False, timeout=urllib3.Timeout(connect=1.0, read=2.0)
+            )
+        except (HTTPError, OSError):
             return False
-        return status < 500
+        return response.status < 500

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -13,6 +15,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 # RoboShop's own metrics (its dashboards use these names and buckets).
@@ -34,10 +37,36 @@ DEP_LATENCY = Histogram(
 DEP_ERRORS = Counter(
     "payment_dependency_errors", "Failed dependency calls", ["dependency", "operation"]
 )
-OUTBOX = Counter("payment_outbox_orders", "Orders through the local outbox", ["event"])
+OUTBOX = Counter(
+    "payment_outbox_orders",
+    "Charged orders the request did not see confirmed (stored), later confirmed (delivered)",
+    ["event"],
+)
+UNKNOWN = Counter("payment_unknown", "Payments whose charge outcome is unknown", ["cause"])
+INTERNAL = Counter(
+    "payment_internal_errors", "Errors caught after a charge (the payment still answered)", ["step"]
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SUCCESS = "success"
+
+
+class RecordsCollector:
+    """payment_records{state}: this host's payment records by state, read at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "payment_records", "Payment records on this host by state", labels=["state"]
+        )
+        try:
+            for state, n in sorted(self.counts().items()):
+                gauge.add_metric([state], n)
+        except Exception:
+            return
+        yield gauge
 
 
 def _registry() -> CollectorRegistry:
@@ -46,8 +75,20 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-def exposition() -> bytes:
-    return generate_latest(_registry())
+def exposition(counts: Callable[[], dict[str, int]] | None = None) -> bytes:
+    registry = _registry()
+    if counts is not None:
+        registry.register(RecordsCollector(counts))
+    return generate_latest(registry)
+
+
+def safe(action: Callable[[], Any], step: str) -> None:
+    """A metric update after a charge: its failure is counted, never raised."""
+    try:
+        action()
+    except Exception:
+        with contextlib.suppress(Exception):
+            INTERNAL.labels(step).inc()
 
 
 def summary(started: float) -> dict[str, Any]:

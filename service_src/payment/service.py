@@ -1,4 +1,10 @@
-"""The payment flow and the per-worker resources it uses (pool, publisher, outbox, store)."""
+"""The payment flow: a small state machine around a durable record (payment/records.py).
+
+Before the charge: the request is checked, the user looked up, the order message built and
+serialized (strict JSON), and the record written `pending` (fsync). Nothing after the gateway
+call answers 500 or releases the Idempotency-Key: every error there is caught and counted,
+and the answer comes from what is on disk.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,25 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
-from .amqp import ABANDONED, CONFIRMED, UNCERTAIN, Publisher, Ticket
+from .amqp import ABANDONED, CONFIRMED, FAILED, Publisher, Ticket
 from .config import Settings
 from .deps import DependencyError, Deps
+from .drainer import Drainer
 from .idempotency import IN_FLIGHT, MISMATCH, REPLAY, RedisStore, SQLiteStore, Store
-from .ledger import Ledger
-from .outbox import Drainer, Outbox, Row
-from .validation import units
+from .records import CHARGED, DECLINED, DELIVERED, PENDING, UNKNOWN, Record, Records
+from .records import FAILED as NOT_REACHED
+from .validation import canonical, units
 
 log = logging.getLogger("payment")
 
 LATE_CONFIRM_WINDOW = 30.0  # seconds an abandoned-but-sent publish may still be confirmed
-OUTBOX_LEASE = 60.0
+DRAIN_LEASE = 60.0
+RETRY_AFTER = "1"
 
 
 @dataclass
@@ -42,17 +51,49 @@ def error(status: int, message: str, final: bool = False, **extra: Any) -> Resul
 
 
 def fingerprint(user_id: str, cart: Any) -> str:
-    canonical = json.dumps([user_id, cart], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 of canonical JSON: sorted keys, equal numbers equal (10 == 10.0)."""
+    canon = json.dumps([user_id, canonical(cart)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def unknown_result(**log_extra: Any) -> Result:
+    result = error(
+        504,
+        "payment gateway did not answer; the charge state is unknown",
+        final=True,
+        dependency="gateway",
+    )
+    result.log.update(log_extra)
+    return result
+
+
+@dataclass
+class Attempt:
+    user: str
+    cart: dict[str, Any]
+    key: str | None
+    fingerprint: str
+    rid: str
+    charging: bool = False  # the gateway call has started: the key is never released
+
+
+PublisherFactory = Callable[..., Publisher]
 
 
 class Service:
-    def __init__(self, settings: Settings, threads: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        threads: int = 1,
+        deps: Deps | None = None,
+        publisher_factory: PublisherFactory | None = None,
+        start_threads: bool = True,
+    ) -> None:
         self.settings = settings
         self.threads = threads
         self.started = time.time()
-        self.deps = Deps(settings, pool_size=threads + 2)
-        self.outbox = Outbox(settings.state_dir)
+        self.deps = deps if deps is not None else Deps(settings, pool_size=threads + 2)
+        self.records = Records(settings.state_dir)
         self.idempotency: Store = (
             RedisStore(settings.redis_url, settings.idempotency_ttl, settings.idempotency_lease)
             if settings.idempotency_backend == "redis"
@@ -60,6 +101,8 @@ class Service:
                 settings.state_dir, settings.idempotency_ttl, settings.idempotency_lease
             )
         )
+        self._publisher_factory: PublisherFactory = publisher_factory or Publisher
+        self._start_threads = start_threads
         self._pid = 0
         self._start_lock = threading.Lock()
         self._health_lock = threading.Lock()
@@ -74,23 +117,29 @@ class Service:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
-            self.publisher = Publisher(
+            self.publisher = self._publisher_factory(
                 self.settings, on_ready=self._on_broker_ready, on_late_confirm=self._late_confirm
             )
             self.drainer = Drainer(
-                self.outbox,
-                submit=self._submit_row,
+                self.records,
+                submit=self._submit_record,
                 connected=lambda: self.publisher.connected,
                 poll=self.settings.outbox_poll,
-                lease=OUTBOX_LEASE,
+                lease=DRAIN_LEASE,
                 confirm_timeout=self.settings.publish_timeout,
                 late_window=LATE_CONFIRM_WINDOW,
-                on_delivered=lambda _row: metrics.OUTBOX.labels("delivered").inc(),
-                ledger=self._ledger_seen if self.settings.amqp_ledger_queue else None,
-                on_duplicate=lambda _row: metrics.OUTBOX.labels("already_delivered").inc(),
+                pending_age=self.settings.pending_age,
+                retention=float(self.settings.idempotency_ttl),
+                on_delivered=lambda _r: metrics.safe(
+                    metrics.OUTBOX.labels("delivered").inc, "metrics"
+                ),
+                on_unknown=lambda _o: metrics.safe(
+                    metrics.UNKNOWN.labels("worker_ended").inc, "metrics"
+                ),
             )
-            self.publisher.start()
-            self.drainer.start()
+            if self._start_threads:
+                self.publisher.start()
+                self.drainer.start()
             self._pid = os.getpid()
 
     def _on_broker_ready(self) -> None:
@@ -98,23 +147,22 @@ class Service:
         if drainer is not None:
             drainer.wake()
 
-    def _ledger_seen(self, since: float, wanted: set[str]) -> set[str]:
-        if not self.publisher.ledger_enabled:
-            return set()  # no ledger on this broker: republish (at-least-once)
-        return Ledger(self.settings).seen(since, wanted)
-
     def _late_confirm(self, orderid: str) -> None:
-        self.outbox.delete(orderid)
+        self.records.delivered(orderid)
 
-    def _submit_row(self, row: Row) -> Ticket:
-        return self.publisher.publish(row.orderid, row.body, {"x-request-id": row.request_id})
+    def _submit_record(self, record: Record) -> Ticket:
+        return self.publisher.publish(
+            record.orderid, record.body, {"x-request-id": record.request_id}
+        )
 
     # -- POST /pay/<id> ------------------------------------------------------------------
     def pay(self, user_id: str, cart: dict[str, Any], key: str | None, rid: str) -> Result:
+        attempt = Attempt(user_id, cart, key, fingerprint(user_id, cart), rid)
         if key is None:
-            return self._pay(user_id, cart, rid)
+            return self._pay(attempt)
+        scoped = f"{user_id} {key}"  # keys are per user (a space is in neither)
         try:
-            outcome = self.idempotency.begin(key, fingerprint(user_id, cart))
+            outcome = self.idempotency.begin(scoped, attempt.fingerprint)
         except Exception as exc:
             log.warning("idempotency store unavailable: %s", type(exc).__name__)
             return error(503, "idempotency store unavailable", dependency="idempotency")
@@ -125,109 +173,204 @@ class Service:
         if outcome.kind == MISMATCH:
             return error(422, "Idempotency-Key already used with another request")
         if outcome.kind == IN_FLIGHT:
-            return error(409, "a request with this Idempotency-Key is in progress")
+            return self._in_flight()
         try:
-            result = self._pay(user_id, cart, rid)
+            result = self._answer_from_record(attempt) or self._pay(attempt)
         except BaseException:
-            self._safe(self.idempotency.abort, key)
+            if not attempt.charging:
+                self._safe_store(self.idempotency.abort, scoped)
             raise
-        if result.final:
-            self._safe(self.idempotency.finish, key, result.status, json.dumps(result.body))
+        if result.final or attempt.charging:
+            body = json.dumps(result.body)
+            self._safe_store(self.idempotency.finish, scoped, result.status, body)
         else:
-            self._safe(self.idempotency.abort, key)
+            self._safe_store(self.idempotency.abort, scoped)
         return result
 
     @staticmethod
-    def _safe(fn: Any, *args: Any) -> None:
+    def _in_flight() -> Result:
+        result = error(409, "a request with this Idempotency-Key is in progress")
+        result.headers["Retry-After"] = RETRY_AFTER
+        return result
+
+    def _answer_from_record(self, attempt: Attempt) -> Result | None:
+        """A claim we just took may hide an earlier attempt (its claim lost or expired)."""
+        assert attempt.key is not None
+        prior = self.records.find(attempt.user, attempt.key)
+        if prior is None:
+            return None
+        if prior.fingerprint != attempt.fingerprint:
+            # not stored for the key: the claim is dropped, the record keeps answering
+            return error(422, "Idempotency-Key already used with another request")
+        if prior.state in (CHARGED, DELIVERED):
+            result = Result(200, {"orderid": prior.orderid}, True, {"replay": True})
+            result.headers["Idempotent-Replayed"] = "true"
+            return result
+        if prior.state == PENDING and time.time() - prior.created < self.settings.pending_age:
+            return self._in_flight()
+        return unknown_result(orderid=prior.orderid, replay=True)
+
+    @staticmethod
+    def _safe_store(fn: Any, *args: Any) -> None:
         try:
             fn(*args)
         except Exception as exc:
             log.error("idempotency store update failed: %s", type(exc).__name__)
+            metrics.safe(metrics.INTERNAL.labels("idempotency").inc, "metrics")
 
-    def _pay(self, user_id: str, cart: dict[str, Any], rid: str) -> Result:
+    def _pay(self, attempt: Attempt) -> Result:
+        rid = attempt.rid
         # 1. registered or anonymous: nothing is charged unless this answers
         try:
-            registered = self.deps.user_registered(user_id, rid)
+            registered = self.deps.user_registered(attempt.user, rid)
         except DependencyError as exc:
             return error(503, "user service unavailable", dependency="user", reason=exc.kind)
-        # 2. charge
+        # 2. the order, serialized now (strict JSON): nothing may fail on it after the charge
+        orderid = str(uuid.uuid4())
+        try:
+            message = _dumps({"orderid": orderid, "user": attempt.user, "cart": attempt.cart})
+            history = _dumps({"orderid": orderid, "cart": attempt.cart})
+        except (ValueError, TypeError, RecursionError):
+            return error(400, "cart not valid", detail="cart cannot be serialized as JSON")
+        # 3. the durable intent, before any money moves
+        try:
+            self.records.create(
+                orderid, attempt.user, attempt.key, attempt.fingerprint, message, rid
+            )
+        except Exception as exc:
+            log.error("payment record not written: %s", type(exc).__name__)
+            return error(503, "payment records unavailable", dependency="state")
+        # 4. the charge
         if self.settings.delay_ms:
             time.sleep(self.settings.delay_ms / 1000.0)
+        attempt.charging = True
         try:
             self.deps.charge(rid)
         except DependencyError as exc:
-            if exc.kind == "status":
-                return error(502, "payment declined by the gateway", dependency="gateway")
-            if exc.kind in ("read_timeout", "protocol"):
-                # the gateway may have charged: final, a retry with the key must not charge
-                return error(
-                    504,
-                    "payment gateway did not answer; the charge state is unknown",
-                    final=True,
-                    dependency="gateway",
-                )
+            return self._not_charged(orderid, exc)
+        except Exception as exc:  # never expected; the gateway may have charged
+            log.error("charge %s ended with %s", orderid, type(exc).__name__)
+            return self._unknown(orderid, "error")
+        try:
+            return self._after_charge(attempt, registered, orderid, message, history)
+        except Exception as exc:  # a bug after the charge: answer from the record
+            log.exception("after the charge of %s", orderid)
+            metrics.safe(metrics.INTERNAL.labels("after_charge").inc, "metrics")
+            return self._answer_charged(orderid, exc)
+
+    def _not_charged(self, orderid: str, exc: DependencyError) -> Result:
+        if exc.kind == "status":
+            self._settle(orderid, DECLINED, f"HTTP {exc.status}")
+            return error(502, "payment declined by the gateway", dependency="gateway")
+        if exc.kind in ("refused", "timeout"):  # no connection: no byte of the charge left
+            self._settle(orderid, NOT_REACHED, exc.kind)
             return error(503, "payment gateway unavailable", dependency="gateway", reason=exc.kind)
-        # 3. the order: confirmed by the broker, or durable in the local outbox
-        orderid = str(uuid.uuid4())
-        message = json.dumps(
-            {"orderid": orderid, "user": user_id, "cart": cart}, separators=(",", ":")
-        ).encode()
-        ticket = self.publisher.publish(orderid, message, {"x-request-id": rid})
-        where = ""
-        if ticket.done:  # not connected: into the outbox before anything else
-            where = self._settle(ticket, orderid, message, rid)
-        # 4./5. while the broker confirms: order history and cart delete. After the charge
-        # nothing fails the payment: failures are logged and counted.
-        body = json.dumps({"orderid": orderid, "cart": cart}, separators=(",", ":")).encode()
+        return self._unknown(orderid, exc.kind)
+
+    def _unknown(self, orderid: str, cause: str) -> Result:
+        # the gateway may have charged: final, a retry with the key must not charge again
+        self._settle(orderid, UNKNOWN, f"gateway: {cause}")
+        metrics.safe(metrics.UNKNOWN.labels(cause).inc, "metrics")
+        log.error("payment %s: charge state unknown (%s)", orderid, cause)
+        return unknown_result(orderid=orderid)
+
+    def _settle(self, orderid: str, state: str, note: str) -> None:
+        try:
+            self.records.settle(orderid, state, note)
+        except Exception as exc:  # stays pending: the drainer makes it unknown
+            log.error("payment %s: state %s not written: %s", orderid, state, type(exc).__name__)
+            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+
+    def _answer_charged(self, orderid: str, exc: BaseException | None = None) -> Result:
+        """After the charge, on an unexpected error: 200 when the order is durable (the record
+        charged or delivered, or made charged now: the drainer publishes it), else 503."""
+        try:
+            record = self.records.get(orderid)
+            if record is not None and record.state in (PENDING, UNKNOWN):
+                self.records.charged(orderid, LATE_CONFIRM_WINDOW)
+                record = self.records.get(orderid)
+        except Exception:
+            record = None
+        if record is not None and record.state in (CHARGED, DELIVERED):
+            return Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": "record"})
+        return error(503, "the order could not be recorded", final=True, dependency="state")
+
+    def _after_charge(
+        self, attempt: Attempt, registered: bool, orderid: str, message: bytes, history: bytes
+    ) -> Result:
+        """The order made durable — by the broker's confirm, or else by the record committed
+        `charged` — and only then order history and cart delete."""
+        rid = attempt.rid
+        ticket = self._publish(orderid, message, rid)
+        state = ticket.wait(self.settings.publish_timeout)
+        if state == CONFIRMED:  # durable in RabbitMQ: no fsync needed here
+            self._delivered(orderid)
+            where = "broker"
+        else:
+            try:
+                durable = self.records.charged(orderid, self._hold(ticket))
+            except Exception as exc:
+                log.error("payment %s: charged not written: %s", orderid, type(exc).__name__)
+                metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+                durable = False
+            if not durable:  # charged, and the order is nowhere: 503, the record goes to ops
+                return error(503, "the order could not be recorded", final=True, dependency="state")
+            metrics.safe(metrics.OUTBOX.labels("stored").inc, "metrics")
+            self._wake_drainer()
+            where = "outbox"
+        # the order is durable: order history and cart delete (their failures are counted)
         if registered:
-            self._after_charge("user", "history", self.deps.add_history, user_id, body, rid)
-        self._after_charge("cart", "delete", self.deps.delete_cart, user_id, rid)
-        if not where:
-            where = self._settle(ticket, orderid, message, rid)
-        if where == "lost":
-            return error(503, "the order could not be recorded", final=True, dependency="rabbitmq")
+            self._call_after("user", "history", self.deps.add_history, attempt.user, history, rid)
+        self._call_after("cart", "delete", self.deps.delete_cart, attempt.user, rid)
         result = Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
-        n = units(cart)
-        metrics.SOLD.inc(n)
-        metrics.UNITS.observe(n)
-        metrics.CART_VALUE.observe(cart["total"])
+        n = units(attempt.cart)
+        metrics.safe(lambda: metrics.SOLD.inc(n), "metrics")
+        metrics.safe(lambda: metrics.UNITS.observe(n), "metrics")
+        metrics.safe(lambda: metrics.CART_VALUE.observe(attempt.cart["total"]), "metrics")
         return result
 
-    def _after_charge(self, dependency: str, operation: str, fn: Any, *args: Any) -> None:
+    @staticmethod
+    def _hold(ticket: Ticket) -> float:
+        """How long the drainer leaves a charged record alone: a publish this request gave up
+        on may still be confirmed (that marks it delivered); else at once."""
+        return LATE_CONFIRM_WINDOW if ticket.state == ABANDONED and ticket.sent else 0.0
+
+    def _delivered(self, orderid: str) -> None:
+        try:
+            self.records.confirmed(orderid)
+        except Exception as exc:  # stays pending: the drainer makes it unknown, for ops
+            log.error("payment %s: delivered not written: %s", orderid, type(exc).__name__)
+            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+
+    def _publish(self, orderid: str, message: bytes, rid: str) -> Ticket:
+        try:
+            return self.publisher.publish(orderid, message, {"x-request-id": rid})
+        except Exception as exc:
+            log.error("publish of %s failed: %s", orderid, type(exc).__name__)
+            ticket = Ticket(orderid)
+            ticket.resolve(FAILED)
+            return ticket
+
+    def _wake_drainer(self) -> None:
+        drainer = getattr(self, "drainer", None)
+        if drainer is not None:
+            drainer.wake()
+
+    def _call_after(self, dependency: str, operation: str, fn: Any, *args: Any) -> None:
         try:
             status = fn(*args)
         except DependencyError as exc:
-            metrics.DEP_ERRORS.labels(dependency, operation).inc()
+            metrics.safe(metrics.DEP_ERRORS.labels(dependency, operation).inc, "metrics")
             log.warning("%s %s failed after the charge: %s", dependency, operation, exc.kind)
+            return
+        except Exception as exc:
+            metrics.safe(metrics.INTERNAL.labels(f"{dependency}_{operation}").inc, "metrics")
+            log.error("%s %s failed after the charge: %s", dependency, operation, exc)
             return
         if status != 200:
             if status != 404:  # 404 = no cart / unknown user: nothing to undo
-                metrics.DEP_ERRORS.labels(dependency, operation).inc()
+                metrics.safe(metrics.DEP_ERRORS.labels(dependency, operation).inc, "metrics")
             log.warning("%s %s answered %s after the charge", dependency, operation, status)
-
-    def _settle(self, ticket: Ticket, orderid: str, message: bytes, rid: str) -> str:
-        """Wait for the confirm, else keep the order in the outbox: broker, outbox or lost."""
-        state = ticket.wait(self.settings.publish_timeout)
-        if state == CONFIRMED:
-            return "broker"
-        late = state == ABANDONED and ticket.sent
-        try:
-            self.outbox.add(
-                orderid,
-                message,
-                rid,
-                delay=LATE_CONFIRM_WINDOW if late else 0.0,
-                uncertain=late or state == UNCERTAIN,
-            )
-        except Exception as exc:
-            log.error("order %s not recorded: %s", orderid, type(exc).__name__)
-            return "lost"
-        metrics.OUTBOX.labels("stored").inc()
-        if self.publisher.pop_late_confirm(orderid):
-            self.outbox.delete(orderid)
-        else:
-            self.drainer.wake()
-        return "outbox"
 
     # -- GET /health ---------------------------------------------------------------------
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -241,11 +384,12 @@ class Service:
         user = self.deps.probe("user")
         broker = self.publisher.connected
         try:
-            pending: int | None = self.outbox.pending()
+            counts: dict[str, int] | None = self.records.counts()
         except Exception:
-            pending = None
-        outbox_ok = pending is not None and pending < s.outbox_max and self.outbox.writable()
-        ready = user and (broker or (outbox_ok and not s.health_require_broker))
+            counts = None
+        pending = counts[CHARGED] if counts is not None else None
+        outbox_ok = pending is not None and pending < s.outbox_max and self.records.writable()
+        ready = user and outbox_ok and (broker or not s.health_require_broker)
 
         def word(up: bool) -> str:
             return "connected" if up else "disconnected"
@@ -256,6 +400,7 @@ class Service:
             "user": word(user),
             "rabbitmq": word(broker),
             "outbox": {"pending": pending, "writable": outbox_ok},
+            "payments": {"unknown": counts[UNKNOWN] if counts is not None else None},
             "idempotency": {
                 "backend": s.idempotency_backend,
                 "state": word(self.idempotency.ping()),
@@ -267,3 +412,7 @@ class Service:
         with self._health_lock:
             self._health = (time.monotonic(), status, body)
         return status, body
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()

@@ -24,6 +24,8 @@ SERVICE_SRC = Path(__file__).resolve().parents[1]
 ROOT = SERVICE_SRC.parent
 STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
+# in-process tests import payment.metrics (multiprocess mode reads this at import)
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="payment-metrics-"))
 sys.path.insert(0, str(SERVICE_SRC))  # the payment package, for the client-level tests
 sys.path.insert(0, str(ROOT / "testing"))  # testkit
 from testkit import (  # noqa: E402  (CART, free_port, wait_port: re-exported to the tests)

@@ -96,9 +96,31 @@ def test_same_key_other_body_is_422(payment: Payment, fresh_stubs: Stubs) -> Non
     reply = payment.pay("stan", other, headers=headers)
     assert reply.status == 422
     assert reply.json["status"] == "error"
-    assert payment.pay("anonymous-9", headers=headers).status == 422  # another id
     assert len(fresh_stubs.gateway.calls()) == 1
     assert len(payment.messages()) == 1
+
+
+def test_keys_are_scoped_per_user(payment: Payment, fresh_stubs: Stubs) -> None:
+    # one user's key cannot replay (or block) another user's payment
+    headers = key()
+    first = payment.pay("stan", headers=headers)
+    other = payment.pay("anonymous-9", headers=headers)
+    assert first.status == other.status == 200
+    assert first.json["orderid"] != other.json["orderid"]
+    assert "idempotent-replayed" not in other.headers
+    assert len(fresh_stubs.gateway.calls()) == 2
+
+
+def test_equal_numbers_are_the_same_request(payment: Payment, fresh_stubs: Stubs) -> None:
+    headers = key()
+    first = payment.pay("stan", headers=headers)
+    again = copy.deepcopy(CART)
+    again["items"][0]["price"] = 1000.0  # 1000 == 1000.0
+    again["total"] = 1131
+    retry = payment.pay("stan", again, headers=headers)
+    assert retry.status == 200, retry.raw
+    assert retry.json["orderid"] == first.json["orderid"]
+    assert len(fresh_stubs.gateway.calls()) == 1
 
 
 def test_different_keys_are_different_orders(payment: Payment) -> None:
@@ -136,6 +158,7 @@ def test_concurrent_requests_with_one_key(payment: Payment, fresh_stubs: Stubs) 
     for r in replies:
         if r.status == 409:
             assert r.json["status"] == "error"
+            assert int(r.headers["retry-after"]) >= 1
     assert len(fresh_stubs.gateway.calls()) == 1
     fresh_stubs.gateway.mode("ok")
     # after completion the key replays the one order

@@ -1,8 +1,8 @@
 """Workers starting together open the same new state databases together: none may fail.
 
-uWSGI starts its workers at once; each opens the outbox and the idempotency database. Before
-payment.sqlitedb, the switch to WAL sometimes answered "database is locked" at once in one of
-them (about 1 round in 6 here), and uWSGI, unable to load the app, stopped the whole instance.
+uWSGI starts its workers at once; each opens the payment records and the idempotency database.
+Before payment.sqlitedb, the switch to WAL sometimes answered "database is locked" at once in one
+of them (about 1 round in 6 here), and uWSGI, unable to load the app, stopped the whole instance.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 from multiprocessing.connection import Connection
 
 from payment.idempotency import SQLiteStore
-from payment.outbox import Outbox
+from payment.records import Records
 
 WORKERS = 4
 ROUNDS = 30
@@ -21,7 +21,7 @@ ROUNDS = 30
 def _open_all(state_dir: str, barrier: mp.synchronize.Barrier, out: Connection) -> None:
     barrier.wait()
     try:
-        Outbox(state_dir)
+        Records(state_dir)
         SQLiteStore(state_dir, ttl=60, lease=30)
         out.send("")
     except Exception as exc:  # reported to the test, which fails with it

@@ -96,12 +96,19 @@ def current_release(on_host) -> str:
 
 
 def outbox_pending(on_host) -> int:
-    """Orders in the host's local outbox (accepted with a 200, not yet confirmed by RabbitMQ)."""
+    """Charged orders on the host not yet confirmed by RabbitMQ: payment records in state
+    `charged` (payments.sqlite3), plus rows of the former outbox (outbox.sqlite3, releases
+    before the payment records; a new release imports them at start)."""
     script = (
         "import os,sqlite3\n"
-        "p='/var/lib/payment/outbox.sqlite3'\n"
-        "print(sqlite3.connect(p).execute('select count(*) from outbox').fetchone()[0]"
-        " if os.path.exists(p) else 0)\n"
+        "n=0\n"
+        "for p,q in (('/var/lib/payment/payments.sqlite3',"
+        "\"select count(*) from payments where state='charged'\"),"
+        "('/var/lib/payment/outbox.sqlite3','select count(*) from outbox')):\n"
+        "    if os.path.exists(p):\n"
+        "        try: n+=sqlite3.connect(p).execute(q).fetchone()[0]\n"
+        "        except sqlite3.OperationalError: pass\n"
+        "print(n)\n"
     )
     return int(on_host.check_output("python3 -c %s", script))
 

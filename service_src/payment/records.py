@@ -1,0 +1,312 @@
+"""The durable payment record: one row per payment attempt, written before any money moves.
+
+SQLite in WAL mode under the state dir (`payments.sqlite3`), shared by every worker of the
+host. Each state change that matters for money is committed with synchronous=FULL before the
+next step runs:
+
+    pending  --gateway 200-->              charged --broker confirm--> delivered
+       |----gateway non-200------------->  declined   (nothing charged)
+       |----gateway unreachable--------->  failed     (nothing charged)
+       |----gateway timeout / no answer->  unknown    (may have been charged: ops decide)
+       '----older than the gateway timeout, found by the drainer (worker died)--> unknown
+
+The record holds the full order message (built and serialized before the charge), so a
+`charged` record is the order: the drainer publishes every `charged` record until the broker
+confirms it. Only that confirm moves it to `delivered`. `unknown` records are never published
+by the service; `payment.ops` lists, shows and (after a check with the gateway) republishes
+them. A record may be found by (user, Idempotency-Key): a retry whose key claim was lost or
+expired is answered from it, never charged again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from . import sqlitedb
+
+PENDING = "pending"
+CHARGED = "charged"
+DELIVERED = "delivered"
+DECLINED = "declined"
+FAILED = "failed"
+UNKNOWN = "unknown"
+STATES = (PENDING, CHARGED, DELIVERED, DECLINED, FAILED, UNKNOWN)
+NOT_CHARGED = (DECLINED, FAILED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+    orderid TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    idem_key TEXT,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body BLOB NOT NULL,
+    request_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    claimed_until REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS payments_key ON payments (user, idem_key)
+    WHERE idem_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS payments_state ON payments (state, claimed_until);
+CREATE INDEX IF NOT EXISTS payments_updated ON payments (updated);
+"""
+OPEN = (PENDING, CHARGED, UNKNOWN)  # the states that need the service or an operator
+KEYLESS_RETENTION = 3600.0  # a settled payment without Idempotency-Key: nothing replays it
+COLUMNS = (
+    "orderid, user, idem_key, fingerprint, state, body, request_id, created, updated,"
+    " claimed_until, attempts, note"
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    orderid: str
+    user: str
+    key: str | None
+    fingerprint: str
+    state: str
+    body: bytes
+    request_id: str
+    created: float
+    updated: float
+    claimed_until: float
+    attempts: int
+    note: str
+
+    @classmethod
+    def of(cls, row: tuple) -> Record:
+        return cls(
+            row[0], row[1], row[2], row[3], row[4], bytes(row[5]), row[6], row[7], row[8],
+            row[9], row[10], row[11],
+        )  # fmt: skip
+
+
+class Records:
+    def __init__(self, state_dir: str, synchronous: str = "FULL") -> None:
+        os.makedirs(state_dir, mode=0o750, exist_ok=True)
+        self.path = os.path.join(state_dir, "payments.sqlite3")
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self.owner = f"{socket.gethostname()}/{os.getpid()}"
+        db = self._db()
+        db.executescript(SCHEMA)
+        import_outbox(state_dir, self)
+
+    def _db(self, durable: bool = True) -> sqlite3.Connection:
+        """This thread's connection: FULL (fsync at commit), or NORMAL for `delivered`."""
+        name = "db" if durable else "db_normal"
+        db = getattr(self._local, name, None)
+        if db is None:
+            sync = self._synchronous if durable or self._synchronous == "OFF" else "NORMAL"
+            db = sqlitedb.connect(self.path, sync)
+            setattr(self._local, name, db)
+        return db
+
+    # -- the request path --------------------------------------------------------------
+    def create(
+        self, orderid: str, user: str, key: str | None, fingerprint: str, body: bytes, rid: str
+    ) -> None:
+        now = time.time()
+        self._db().execute(
+            "INSERT INTO payments (orderid, user, idem_key, fingerprint, state, body,"
+            " request_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (orderid, user, key, fingerprint, PENDING, body, rid, now, now),
+        )
+
+    def settle(self, orderid: str, state: str, note: str = "") -> bool:
+        """pending -> declined | failed | unknown; False when the record is not pending."""
+        cur = self._db().execute(
+            "UPDATE payments SET state = ?, note = ?, updated = ? WHERE orderid = ? AND state = ?",
+            (state, note, time.time(), orderid, PENDING),
+        )
+        return cur.rowcount == 1
+
+    def charged(self, orderid: str, hold: float) -> bool:
+        """pending|unknown -> charged, held `hold` s for the request's own publish."""
+        now = time.time()
+        cur = self._db().execute(
+            "UPDATE payments SET state = ?, updated = ?, claimed_until = ? WHERE orderid = ?"
+            " AND state IN (?, ?)",
+            (CHARGED, now, now + hold, orderid, PENDING, UNKNOWN),
+        )
+        return cur.rowcount == 1
+
+    def delivered(self, orderid: str) -> None:
+        """charged -> delivered, on the broker's confirm only (a lost update republishes)."""
+        self._db(durable=False).execute(
+            "UPDATE payments SET state = ?, updated = ? WHERE orderid = ? AND state = ?",
+            (DELIVERED, time.time(), orderid, CHARGED),
+        )
+
+    def confirmed(self, orderid: str) -> None:
+        """pending|unknown -> delivered: the broker confirmed the request's own publish, so the
+        order is durable there; no fsync (a crash that loses this update leaves the record
+        pending, then unknown: listed for ops, never published blindly)."""
+        self._db(durable=False).execute(
+            "UPDATE payments SET state = ?, note = 'confirmed', updated = ? WHERE orderid = ?"
+            " AND state IN (?, ?)",
+            (DELIVERED, time.time(), orderid, PENDING, UNKNOWN),
+        )
+
+    def release(self, orderid: str, delay: float) -> None:
+        """A charged record the drainer may publish after `delay` s."""
+        self._db().execute(
+            "UPDATE payments SET claimed_until = ? WHERE orderid = ? AND state = ?",
+            (time.time() + delay, orderid, CHARGED),
+        )
+
+    def find(self, user: str, key: str) -> Record | None:
+        """The latest attempt with this (user, key) that may have charged."""
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {COLUMNS} FROM payments WHERE user = ? AND idem_key = ?"
+                " AND state NOT IN (?, ?) ORDER BY created DESC LIMIT 1",
+                (user, key, *NOT_CHARGED),
+            )
+            .fetchone()
+        )
+        return Record.of(row) if row else None
+
+    # -- the drainer -------------------------------------------------------------------
+    def claim(self, limit: int, lease: float) -> list[Record]:
+        now = time.time()
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM payments WHERE state = ? AND claimed_until < ?"
+                " ORDER BY created LIMIT ?",
+                (CHARGED, now, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE payments SET claimed_until = ?, attempts = attempts + 1 WHERE orderid = ?",
+                [(now + lease, r[0]) for r in rows],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return [Record.of(r) for r in rows]
+
+    def expire_pending(self, age: float) -> list[str]:
+        """pending records older than `age` s (their worker died in the charge) -> unknown."""
+        now = time.time()
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT orderid FROM payments WHERE state = ? AND created < ?",
+                    (PENDING, now - age),
+                )
+            ]
+            db.executemany(
+                "UPDATE payments SET state = ?, note = ?, updated = ? WHERE orderid = ?"
+                " AND state = ?",
+                [(UNKNOWN, "no outcome recorded: worker ended", now, i, PENDING) for i in ids],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return ids
+
+    def purge(self, age: float) -> int:
+        """Forget settled records (delivered, declined, failed) older than `age` s (the
+        Idempotency-Key TTL), or than an hour for those without a key; pending, charged and
+        unknown records are never purged."""
+        now = time.time()
+        db = self._db(durable=False)
+        removed = 0
+        for cutoff, keyless in (
+            (now - age, ""),
+            (now - KEYLESS_RETENTION, " AND idem_key IS NULL"),
+        ):
+            cur = db.execute(
+                f"DELETE FROM payments WHERE updated < ? AND state IN (?, ?, ?){keyless}",
+                (cutoff, DELIVERED, DECLINED, FAILED),
+            )
+            removed += cur.rowcount
+        return removed
+
+    # -- health, metrics, ops ----------------------------------------------------------
+    def counts(self, states: tuple[str, ...] = OPEN) -> dict[str, int]:
+        """Records per state (by default the open ones: cheap index ranges, while the settled
+        states can hold a day of payments)."""
+        db = self._db()
+        sql = "SELECT count(*) FROM payments WHERE state = ?"
+        return {state: int(db.execute(sql, (state,)).fetchone()[0]) for state in states}
+
+    def undelivered(self) -> int:
+        return int(
+            self._db()
+            .execute("SELECT count(*) FROM payments WHERE state = ?", (CHARGED,))
+            .fetchone()[0]
+        )
+
+    def get(self, orderid: str) -> Record | None:
+        row = (
+            self._db()
+            .execute(f"SELECT {COLUMNS} FROM payments WHERE orderid = ?", (orderid,))
+            .fetchone()
+        )
+        return Record.of(row) if row else None
+
+    def list(self, states: tuple[str, ...], limit: int = 1000) -> list[Record]:
+        marks = ",".join("?" * len(states))
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {COLUMNS} FROM payments WHERE state IN ({marks}) ORDER BY created LIMIT ?",
+                (*states, limit),
+            )
+            .fetchall()
+        )
+        return [Record.of(r) for r in rows]
+
+    def requeue(self, orderid: str, note: str) -> bool:
+        """ops: unknown -> charged (the operator checked the gateway): the drainer publishes."""
+        cur = self._db().execute(
+            "UPDATE payments SET state = ?, note = ?, updated = ?, claimed_until = 0"
+            " WHERE orderid = ? AND state = ?",
+            (CHARGED, note, time.time(), orderid, UNKNOWN),
+        )
+        return cur.rowcount == 1
+
+    def writable(self) -> bool:
+        return os.access(self.path, os.W_OK) and os.access(os.path.dirname(self.path), os.W_OK)
+
+
+def import_outbox(state_dir: str, records: Records) -> int:
+    """Move the orders of the former outbox (outbox.sqlite3) in as charged records."""
+    path = os.path.join(state_dir, "outbox.sqlite3")
+    if not os.path.exists(path):
+        return 0
+    old = sqlitedb.connect(path, "FULL")
+    try:
+        try:
+            rows = old.execute("SELECT orderid, body, request_id, created FROM outbox").fetchall()
+        except sqlite3.OperationalError:
+            return 0
+        if rows:
+            db = records._db()
+            db.executemany(
+                "INSERT OR IGNORE INTO payments (orderid, user, idem_key, fingerprint, state,"
+                " body, request_id, created, updated, note) VALUES (?, '', NULL, '', ?, ?, ?,"
+                " ?, ?, 'imported from outbox.sqlite3')",
+                [(r[0], CHARGED, r[1], r[2], r[3], time.time()) for r in rows],
+            )
+            old.executemany("DELETE FROM outbox WHERE orderid = ?", [(r[0],) for r in rows])
+        return len(rows)
+    finally:
+        old.close()
