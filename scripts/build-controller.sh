@@ -17,22 +17,9 @@ REQUIREMENTS="$ROOT/requirements-controller.txt"
 PY_VERSION=3.13
 PLATFORMS=(manylinux_2_34_x86_64 manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64)
 
-# The apt mirror is read from this machine's own apt configuration, never written here.
-mirror() {
-  local uri=""
-  if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-    uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [[ -z "$uri" && -f /etc/apt/sources.list ]]; then
-    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-  fi
-  printf '%s' "$uri"   # empty: debootstrap's own default
-}
-
-ca_files() { compgen -G '/usr/local/share/ca-certificates/*.crt' || true; }
 
 recipe_hash() {
-  { cat "$0" "$REQUIREMENTS"; for f in $(ca_files); do sha256sum "$f"; done; } | sha256sum | cut -c1-12
+  { cat "$0" "$REQUIREMENTS"; for f in $(extra_ca_files); do sha256sum "$f"; done; } | sha256sum | cut -c1-12
 }
 
 # debootstrap of a release newer than this debootstrap knows: trixie's script is sid's.
@@ -88,12 +75,12 @@ main() {
 
   log "debootstrap trixie into $ROOTFS"
   # shellcheck disable=SC2046
-  debootstrap --variant=minbase --include="$PACKAGES" trixie "$ROOTFS" $(mirror) $(suite_script) \
+  debootstrap --variant=minbase --include="$PACKAGES" trixie "$ROOTFS" $(apt_mirror) $(suite_script) \
     > "$ROOTFS.log" 2>&1 || { tail -20 "$ROOTFS.log"; die "debootstrap failed"; }
   rm -f "$ROOTFS.log"
 
   # Trust this machine's extra CAs the standard Debian way.
-  for f in $(ca_files); do cp "$f" "$ROOTFS/usr/local/share/ca-certificates/"; done
+  for f in $(extra_ca_files); do cp "$f" "$ROOTFS/usr/local/share/ca-certificates/"; done
   chroot "$ROOTFS" update-ca-certificates 2>&1 >/dev/null | { grep -v '^rehash: warning' || true; } >&2
 
   # The venv, offline, with a clean environment: no pip setting of this host leaks in.

@@ -14,22 +14,9 @@ PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2
 PACKAGES+=",openssh-server,sudo"
 OPS_USER=ops
 
-# The apt mirror is read from this machine's own apt configuration, never written here.
-mirror() {
-  local uri=""
-  if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-    uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [[ -z "$uri" && -f /etc/apt/sources.list ]]; then
-    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-  fi
-  printf '%s' "$uri"   # empty: debootstrap's own default
-}
-
-ca_files() { compgen -G '/usr/local/share/ca-certificates/*.crt' || true; }
 
 recipe_hash() {
-  { cat "$0"; for f in $(ca_files); do sha256sum "$f"; done; } | sha256sum | cut -c1-12
+  { cat "$0"; for f in $(extra_ca_files); do sha256sum "$f"; done; } | sha256sum | cut -c1-12
 }
 
 main() {
@@ -48,12 +35,12 @@ main() {
   trap 'rm -rf "$ROOTFS"' EXIT
   log "debootstrap bookworm into $ROOTFS"
   # shellcheck disable=SC2046
-  debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS" $(mirror) \
+  debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS" $(apt_mirror) \
     > "$ROOTFS.log" 2>&1 || { tail -20 "$ROOTFS.log"; die "debootstrap failed"; }
   rm -f "$ROOTFS.log"
 
   # Trust this machine's extra CAs the standard Debian way.
-  for f in $(ca_files); do cp "$f" "$ROOTFS/usr/local/share/ca-certificates/"; done
+  for f in $(extra_ca_files); do cp "$f" "$ROOTFS/usr/local/share/ca-certificates/"; done
   chroot "$ROOTFS" update-ca-certificates >/dev/null
 
   # A container is not a VM: no getty, no udev-triggered hardware setup.

@@ -16,3 +16,19 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# The apt mirror of this machine's own apt configuration (never written into the repo): the
+# test-host and controller images are debootstrapped from it. Empty: debootstrap's default.
+apt_mirror() {
+  local uri=""
+  if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+    uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [[ -z "$uri" && -f /etc/apt/sources.list ]]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+  fi
+  printf '%s' "$uri"
+}
+
+# This machine's extra CA certificates, which the images trust too (pip reaches PyPI).
+extra_ca_files() { compgen -G '/usr/local/share/ca-certificates/*.crt' || true; }

@@ -165,6 +165,16 @@ def pay(payment_host, stubs_host, user: str | None = None) -> tuple[int, str, st
     return code, text, user
 
 
+def pays_and_queues(payment_host, stubs_host, container: str, ready_timeout: float = 60) -> dict:
+    """The host becomes ready, takes a real payment (200) and its order is in the queue;
+    returns that order."""
+    health = f"http://localhost:{PAYMENT_PORT}/health"
+    assert wait_for(lambda: http(payment_host, "GET", health)[0] == 200, timeout=ready_timeout)
+    code, text, _ = pay(payment_host, stubs_host)
+    assert code == 200, text
+    return take_order(container, json.loads(text)["orderid"], timeout=60)
+
+
 # -- ansible-playbook -------------------------------------------------------------------------
 @dataclass
 class PlaybookRun:

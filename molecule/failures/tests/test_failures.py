@@ -226,10 +226,7 @@ def test_password_rotation_and_permission_drift(payment, rabbitmq, stubs):
             "rabbitmqctl -q --no-table-headers list_user_permissions %s", user
         )
         assert perms.split() == ["/", ".*", ".*", ".*"], perms
-        assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
-        code, text, _ = lib.pay(payment, stubs)
-        assert code == 200, text
-        lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=60)
+        lib.pays_and_queues(payment, stubs, PAYMENT)
     finally:
         back = lib.run_playbook("site.yml")
     assert back.rc == 0, "the deploy back to the lab password failed (output above)"
@@ -284,10 +281,7 @@ def test_release_from_the_runbooks_zip_artifact(payment, stubs, artifact_server)
         release = lib.current_release(payment)
         assert release != before
         assert payment.file(f"{release}/ARTIFACT").content_string == marker
-        assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
-        code, text, _ = lib.pay(payment, stubs)
-        assert code == 200, text
-        lib.take_order(PAYMENT, json.loads(text)["orderid"], timeout=60)
+        lib.pays_and_queues(payment, stubs, PAYMENT)
     finally:
         back = lib.run_playbook("site.yml")
     assert back.rc == 0, "the deploy back to service_src failed (output above)"
