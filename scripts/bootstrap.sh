@@ -5,6 +5,7 @@
 #   3. the test-host image (scripts/build-image.sh, cached by recipe hash)
 # Each step checks first and returns quickly when already done. Then it checks its own
 # postconditions and stops with one line that says what is wrong and what to run:
+#   - the venv's tools import (ansible-core, molecule, testinfra);
 #   - podman uses the netavark network backend (containers find each other by name);
 #   - two containers on a fresh project network resolve each other by name.
 # A machine whose podman used CNI before (networks without DNS) is switched over: the
@@ -110,6 +111,9 @@ main() {
   t0=$(now)
   install_apt
   install_venv
+  .venv/bin/python -c 'import ansible, molecule, testinfra' 2>/dev/null ||
+    die "the project venv is broken (ansible, molecule or testinfra do not import):" \
+      "rm -rf .venv && bash scripts/bootstrap.sh"
   check_backend
   switch_from_cni
   bash scripts/build-image.sh
