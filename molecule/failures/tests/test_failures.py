@@ -222,7 +222,12 @@ def test_password_rotation_and_permission_drift(payment, rabbitmq, stubs):
         perms = rabbitmq.check_output(
             "rabbitmqctl -q --no-table-headers list_user_permissions %s", user
         )
-        assert perms.split() == ["/", ".*", ".*", ".*"], perms
+        assert perms.split() == [
+            "/",
+            "^(robot-shop|orders|payment\\.ledger)$",
+            "^(robot-shop|amq\\.default|orders|payment\\.ledger)$",
+            "^(robot-shop|payment\\.ledger)$",
+        ], perms
         assert lib.wait_for(lambda: lib.http(payment, "GET", HEALTH)[0] == 200, timeout=60)
         code, text, _ = lib.pay(payment, stubs)
         assert code == 200, text

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ensure one RabbitMQ user, its password and its permissions, the password on stdin only."""
+"""Ensure one RabbitMQ user (password, permissions) or its absence; the password on stdin."""
 
 from __future__ import annotations
 
@@ -16,9 +16,16 @@ description:
     in all). It also prints a deprecation warning under ansible-core 2.19 and later.
   - This module calls rabbitmqctl twice when nothing changes (list_user_permissions,
     authenticate_user). The password reaches rabbitmqctl only on stdin.
+  - With state=absent it deletes the user if it exists (one rabbitmqctl call when it does
+    not), e.g. RabbitMQ's default C(guest).
 options:
   user: {type: str, required: true, description: The user name.}
-  password: {type: str, required: true, no_log: true, description: Its password.}
+  state:
+    type: str
+    choices: [present, absent]
+    default: present
+    description: C(absent) deletes the user (password and permissions are then ignored).
+  password: {type: str, no_log: true, description: Its password (required when present).}
   vhost: {type: str, default: /, description: The one vhost it gets permissions on.}
   configure_priv: {type: str, default: ^$, description: Configure permission (regex).}
   write_priv: {type: str, default: ^$, description: Write permission (regex).}
@@ -31,9 +38,9 @@ options:
 supports_check_mode: true
 """
 
-import json
+import json  # noqa: E402 (Ansible modules: DOCUMENTATION first)
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 NO_SUCH_USER = 69  # rabbitmqctl's exit status for an unknown user (EX_UNAVAILABLE)
 
@@ -42,7 +49,8 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "user": {"type": "str", "required": True},
-            "password": {"type": "str", "required": True, "no_log": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "password": {"type": "str", "no_log": True},
             "vhost": {"type": "str", "default": "/"},
             "configure_priv": {"type": "str", "default": "^$"},
             "write_priv": {"type": "str", "default": "^$"},
@@ -53,11 +61,12 @@ def main() -> None:
                 "default": "always",
             },
         },
+        required_if=[("state", "present", ["password"])],
         supports_check_mode=True,
     )
     p = module.params
     ctl = module.get_bin_path("rabbitmqctl", required=True)
-    secret = p["password"].encode()
+    secret = (p["password"] or "").encode()
 
     def run(*args: str, stdin: bytes | None = None, ok: tuple[int, ...] = (0,)):
         rc, out, err = module.run_command(
@@ -75,11 +84,17 @@ def main() -> None:
             "read": p["read_priv"],
         }
     ]
-    rc, out = run(
-        "--formatter", "json", "list_user_permissions", p["user"], ok=(0, NO_SUCH_USER)
-    )
+    rc, out = run("--formatter", "json", "list_user_permissions", p["user"], ok=(0, NO_SUCH_USER))
     exists = rc == 0
     have = json.loads(out or "[]") if exists else []
+    if p["state"] == "absent":
+        if exists and not module.check_mode:
+            run("delete_user", p["user"])
+        module.exit_json(
+            changed=exists,
+            changes=["user"] if exists else [],
+            diff={"before": {"exists": exists, "permissions": have}, "after": {"exists": False}},
+        )
     changes: list[str] = []
     if not exists:
         changes = ["user", "permissions"]
