@@ -220,25 +220,34 @@ class Service:
 
     def _pay(self, attempt: Attempt) -> Result:
         rid = attempt.rid
-        # 1. registered or anonymous: nothing is charged unless this answers
-        try:
-            registered = self.deps.user_registered(attempt.user, rid)
-        except DependencyError as exc:
-            return error(503, "user service unavailable", dependency="user", reason=exc.kind)
-        # 2. the order, serialized now (strict JSON): nothing may fail on it after the charge
+        # 1. the order, serialized now (strict JSON): nothing may fail on it after the charge
         orderid = str(uuid.uuid4())
         try:
             message = _dumps({"orderid": orderid, "user": attempt.user, "cart": attempt.cart})
             history = _dumps({"orderid": orderid, "cart": attempt.cart})
         except (ValueError, TypeError, RecursionError):
             return error(400, "cart not valid", detail="cart cannot be serialized as JSON")
+        # 2. registered or anonymous: the check is sent now and read after the record's fsync
+        #    (the two overlap); nothing is charged unless it answers
+        check = self.deps.start_user_check(attempt.user, rid)
         # 3. the durable intent, before any money moves
         try:
             self.records.create(
                 orderid, attempt.user, attempt.key, attempt.fingerprint, message, rid
             )
+            written: Exception | None = None
         except Exception as exc:
-            log.error("payment record not written: %s", type(exc).__name__)
+            written = exc
+        try:
+            registered = check()
+        except Exception as exc:
+            if written is None:  # nothing charged: the record is settled `failed`
+                self._settle(orderid, NOT_REACHED, f"user: {getattr(exc, 'kind', 'error')}")
+            if not isinstance(exc, DependencyError):
+                raise
+            return error(503, "user service unavailable", dependency="user", reason=exc.kind)
+        if written is not None:
+            log.error("payment record not written: %s", type(written).__name__)
             return error(503, "payment records unavailable", dependency="state")
         # 4. the charge
         if self.settings.delay_ms:

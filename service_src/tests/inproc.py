@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,9 @@ class FakeDeps:
         if self.user_down:
             raise DependencyError("user", "refused", "down")
         return not user_id.startswith("anonymous")
+
+    def start_user_check(self, user_id: str, request_id: str) -> Callable[[], bool]:
+        return lambda: self.user_registered(user_id, request_id)
 
     def charge(self, request_id: str) -> None:
         mode = self.gateway.mode
