@@ -310,11 +310,19 @@ class Deps:
         finally:
             conn.close()
 
+    def start_history(self, user_id: str, body: bytes, request_id: str) -> Callable[[], int]:
+        """Send `POST USER/order/<id>`; the returned function waits for its status."""
+        return self.start(self.user, "order", "POST", f"/order/{user_id}", request_id, body)
+
     def add_history(self, user_id: str, body: bytes, request_id: str) -> int:
-        return self.call(self.user, "order", "POST", f"/order/{user_id}", request_id, body)
+        return self.start_history(user_id, body, request_id)()
+
+    def start_delete_cart(self, user_id: str, request_id: str) -> Callable[[], int]:
+        """Send `DELETE CART/cart/<id>`; the returned function waits for its status."""
+        return self.start(self.cart, "delete", "DELETE", f"/cart/{user_id}", request_id)
 
     def delete_cart(self, user_id: str, request_id: str) -> int:
-        return self.call(self.cart, "delete", "DELETE", f"/cart/{user_id}", request_id)
+        return self.start_delete_cart(user_id, request_id)()
 
     def probe(self, dependency: str) -> bool:
         """Readiness probe (fresh connection, 1 s connect / 2 s read): any HTTP answer below

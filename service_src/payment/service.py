@@ -312,8 +312,8 @@ class Service:
         rid = attempt.rid
         ticket = self._publish(orderid, message, rid)
         state = ticket.wait(self.settings.publish_timeout)
-        if state == CONFIRMED:  # durable in RabbitMQ: no fsync needed here
-            self._delivered(orderid)
+        confirmed = state == CONFIRMED  # durable in RabbitMQ: no fsync needed here
+        if confirmed:
             where = "broker"
         else:
             try:
@@ -327,16 +327,24 @@ class Service:
             metrics.safe(metrics.OUTBOX.labels("stored").inc, "metrics")
             self._wake_drainer()
             where = "outbox"
-        # the order is durable: order history and cart delete (their failures are counted)
+        # the order is durable: order history and cart delete (their failures are counted).
+        # The first of them is sent before the `delivered` update and the metrics, and its
+        # answer read after them (they overlap its round trip).
+        calls: list[tuple[str, str, Any, tuple[Any, ...]]] = []
         if registered:
-            self._call_after("user", "history", self.deps.add_history, attempt.user, history, rid)
-        self._call_after("cart", "delete", self.deps.delete_cart, attempt.user, rid)
-        result = Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
+            calls.append(("user", "history", self.deps.start_history, (attempt.user, history, rid)))
+        calls.append(("cart", "delete", self.deps.start_delete_cart, (attempt.user, rid)))
+        first = self._start_after(*calls[0])
+        if confirmed:
+            self._delivered(orderid)
         n = units(attempt.cart)
         metrics.safe(lambda: metrics.SOLD.inc(n), "metrics")
         metrics.safe(lambda: metrics.UNITS.observe(n), "metrics")
         metrics.safe(lambda: metrics.CART_VALUE.observe(attempt.cart["total"]), "metrics")
-        return result
+        first()
+        for call in calls[1:]:
+            self._start_after(*call)()
+        return Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
 
     @staticmethod
     def _hold(ticket: Ticket) -> float:
@@ -364,6 +372,22 @@ class Service:
         drainer = getattr(self, "drainer", None)
         if drainer is not None:
             drainer.wake()
+
+    def _start_after(
+        self, dependency: str, operation: str, start: Any, args: tuple[Any, ...]
+    ) -> Callable[[], None]:
+        """Send a call after the charge; the returned function reads its answer. Neither part
+        raises: failures are logged and counted."""
+        try:
+            finish = start(*args)
+        except Exception as exc:
+            raised = exc
+
+            def failed() -> int:
+                raise raised
+
+            finish = failed
+        return lambda: self._call_after(dependency, operation, finish)
 
     def _call_after(self, dependency: str, operation: str, fn: Any, *args: Any) -> None:
         try:

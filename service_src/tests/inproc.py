@@ -66,6 +66,12 @@ class FakeDeps:
         self.history.append(body)
         return 200
 
+    def start_history(self, user_id: str, body: bytes, request_id: str) -> Callable[[], int]:
+        return lambda: self.add_history(user_id, body, request_id)
+
+    def start_delete_cart(self, user_id: str, request_id: str) -> Callable[[], int]:
+        return lambda: self.delete_cart(user_id, request_id)
+
     def delete_cart(self, user_id: str, request_id: str) -> int:
         if self.cart_fault is not None:
             raise self.cart_fault
