@@ -117,7 +117,7 @@ class Records:
         self._queue_lock = threading.Lock()
         self._queue: list[_Insert] = []
         self._io_lock = threading.Lock()
-        self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._lock_fd = _lock_file(self.path + ".lock")
         self.owner = f"{socket.gethostname()}/{os.getpid()}"
         db = self._db()
         db.executescript(SCHEMA)
@@ -130,11 +130,15 @@ class Records:
         done; SQLite's own busy handler (still there for other processes, e.g. payment.ops)
         sleeps 1, 2, 5, 10 ... ms between attempts while a commit's fsync holds the lock."""
         with self._io_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            fd = self._lock_fd
+            if fd is None:  # no lock file: SQLite's busy handler alone
+                yield
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _db(self, durable: bool = True) -> sqlite3.Connection:
         """This thread's connection: FULL (fsync at commit), or NORMAL for `delivered`."""
@@ -365,6 +369,15 @@ class Records:
 
     def writable(self) -> bool:
         return os.access(self.path, os.W_OK) and os.access(os.path.dirname(self.path), os.W_OK)
+
+
+def _lock_file(path: str) -> int | None:
+    """The workers' write lock (flock needs no write access); None when it cannot be opened
+    (e.g. created by another user): the writers then wait in SQLite's busy handler only."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError:
+        return None
 
 
 def import_outbox(state_dir: str, records: Records) -> int:
