@@ -157,7 +157,9 @@ class Service:
 
     # -- POST /pay/<id> ------------------------------------------------------------------
     def pay(self, user_id: str, cart: dict[str, Any], key: str | None, rid: str) -> Result:
-        attempt = Attempt(user_id, cart, key, fingerprint(user_id, cart), rid)
+        # the fingerprint only matters for a key (a keyless record is never matched by it)
+        fp = fingerprint(user_id, cart) if key is not None else ""
+        attempt = Attempt(user_id, cart, key, fp, rid)
         if key is None:
             return self._pay(attempt)
         scoped = f"{user_id} {key}"  # keys are per user (a space is in neither)
