@@ -73,6 +73,8 @@ lint() {
   ansible-lint --profile production --strict || rc=1
   ruff check . || rc=1
   ruff format --check . || rc=1
+  # service_src/requirements.lock must be regenerated whenever requirements.txt changes
+  bash scripts/lock-requirements.sh --check || rc=1
   return $rc
 }
 

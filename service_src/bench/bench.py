@@ -5,7 +5,9 @@
 Prints, per concurrency: req/s, p50, p99, the uWSGI processes' CPU time per request (master +
 workers, from /proc), the stubs' and the broker's CPU per request, and the dependency floor
 measured in the same run: one round trip to each stub the flow calls (user check, gateway,
-cart delete) + one confirmed persistent publish, back to back over kept-alive connections.
+cart delete) + one confirmed persistent publish, back to back over kept-alive connections,
++ one fsync'd SQLite commit (WAL, synchronous=FULL) in the state dir (the payment record
+must be on disk before the charge).
 Goals: 1 client p50 <= 1.5x floor; 32 clients p99 <= 2x p50.
 
 The load generator is lean on purpose (raw keep-alive sockets, pre-built requests, in
@@ -21,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -146,12 +149,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 def measure_floor(
-    ports: dict[str, int], amqp: pika.BlockingConnection, exchange: str, keepalive: bool
+    ports: dict[str, int],
+    amqp: pika.BlockingConnection,
+    exchange: str,
+    keepalive: bool,
+    state: Path,
+    fsyncs: list[float],
 ) -> list[float]:
     """Samples of what a payment cannot avoid: the client's own round trip to a server (on a
     fresh connection unless keepalive, as the load's clients do), the user check, gateway
-    and cart delete round trips (the service keeps those connections open) and one
-    confirmed publish."""
+    and cart delete round trips (the service keeps those connections open), one confirmed
+    publish, and one fsync'd SQLite commit (WAL, synchronous=FULL, a scratch database in the
+    state dir: the contract makes the payment record durable before the charge). The
+    fsync's own samples are appended to `fsyncs`."""
+    db = sqlite3.connect(str(state / "floor-fsync.sqlite3"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, body BLOB)")
     user, gateway, cart = Client(ports["user"]), Client(ports["gateway"]), Client(ports["cart"])
     inbound = Client(ports["user"]) if keepalive else None
     close = "" if keepalive else "Connection: close\r\n"
@@ -172,7 +186,13 @@ def measure_floor(
         gateway.call(b"GET /charge HTTP/1.1\r\nHost: g\r\n\r\n")
         cart.call(f"DELETE /cart/anonymous-f{i} HTTP/1.1\r\nHost: c\r\n\r\n".encode())
         channel.basic_publish(exchange, "orders", message.encode(), props, mandatory=True)
-        totals.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        db.execute("INSERT INTO t VALUES (?, ?)", (uuid.uuid4().hex, message.encode()))
+        t2 = time.perf_counter()
+        totals.append(t2 - t0)
+        fsyncs.append(t2 - t1)
+    db.close()
+    del fsyncs[-450:-400]
     return totals[50:]
 
 
@@ -316,8 +336,9 @@ def main() -> int:
         time.sleep(2.5)  # workers connect to RabbitMQ
         for _, _, port, *_ in services:
             run_load(port, 4, 2.0, args.keepalive)  # warm up
-        exchange = services[-1][3]
-        floor_samples = measure_floor(ports, amqp, exchange, args.keepalive)
+        exchange, floor_state = services[-1][3], services[-1][5]
+        fsyncs: list[float] = []
+        floor_samples = measure_floor(ports, amqp, exchange, args.keepalive, floor_state, fsyncs)
         stub_pids = [s.pid for s in stubs]
         broker = [local_rabbitmq_pid()]
         for clients in levels:
@@ -347,7 +368,7 @@ def main() -> int:
                     }
                 )
         # again after the load: the floor drifts with the machine's state within a run
-        floor_samples += measure_floor(ports, amqp, exchange, args.keepalive)
+        floor_samples += measure_floor(ports, amqp, exchange, args.keepalive, floor_state, fsyncs)
     finally:
         for _, uwsgi, *_ in services:
             uwsgi.send_signal(signal.SIGTERM)  # die-on-term: the master stops its workers
@@ -375,10 +396,12 @@ def main() -> int:
 
     ms = 1000.0
     floor = statistics.median(floor_samples)
+    fsync = statistics.median(fsyncs)
     print(
         f"\ndependency floor (the client's own round trip + user + gateway + cart round trips "
-        f"+ 1 confirmed publish, measured before and after the load), "
-        f"p50: {floor * ms:.2f} ms; clients: "
+        f"+ 1 confirmed publish + 1 fsync'd SQLite commit in the state dir, measured before "
+        f"and after the load), p50: {floor * ms:.2f} ms, of which the fsync {fsync * ms:.2f} "
+        f"ms; clients: "
         f"{'one keep-alive connection each' if args.keepalive else 'a connection per request'}\n"
     )
     print(

@@ -20,11 +20,14 @@ expired is answered from it, never charged again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import sqlitedb
@@ -66,6 +69,21 @@ COLUMNS = (
 )
 
 
+INSERT = (
+    "INSERT INTO payments (orderid, user, idem_key, fingerprint, state, body,"
+    " request_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class _Insert:
+    __slots__ = ("done", "error", "row")
+
+    def __init__(self, row: tuple) -> None:
+        self.row = row
+        self.done = False
+        self.error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class Record:
     orderid: str
@@ -95,10 +113,32 @@ class Records:
         self.path = os.path.join(state_dir, "payments.sqlite3")
         self._synchronous = synchronous
         self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Insert] = []
+        self._io_lock = threading.Lock()
+        self._lock_fd = _lock_file(self.path + ".lock")
         self.owner = f"{socket.gethostname()}/{os.getpid()}"
         db = self._db()
         db.executescript(SCHEMA)
         import_outbox(state_dir, self)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Serialize this host's writers: the worker's threads on a Python lock, the workers
+        on an flock of `payments.sqlite3.lock`. Both wake a waiter as soon as the holder is
+        done; SQLite's own busy handler (still there for other processes, e.g. payment.ops)
+        sleeps 1, 2, 5, 10 ... ms between attempts while a commit's fsync holds the lock."""
+        with self._io_lock:
+            fd = self._lock_fd
+            if fd is None:  # no lock file: SQLite's busy handler alone
+                yield
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _db(self, durable: bool = True) -> sqlite3.Connection:
         """This thread's connection: FULL (fsync at commit), or NORMAL for `delivered`."""
@@ -114,54 +154,92 @@ class Records:
     def create(
         self, orderid: str, user: str, key: str | None, fingerprint: str, body: bytes, rid: str
     ) -> None:
+        """Insert the `pending` record; returns once it is committed with an fsync.
+
+        Group commit: the worker's threads queue their rows; one of them (holding the
+        write lock) commits everything queued in one transaction, one fsync, and every
+        row's caller returns after that commit. The threads of a worker wait on a Python
+        lock (woken at once) rather than in SQLite's busy handler, which sleeps 1, 2, 5,
+        10 ms ... between attempts while another connection holds the write lock."""
         now = time.time()
-        self._db().execute(
-            "INSERT INTO payments (orderid, user, idem_key, fingerprint, state, body,"
-            " request_id, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (orderid, user, key, fingerprint, PENDING, body, rid, now, now),
-        )
+        entry = _Insert((orderid, user, key, fingerprint, PENDING, body, rid, now, now))
+        with self._queue_lock:
+            self._queue.append(entry)
+        with self._write_lock:
+            if not entry.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    self._insert([e.row for e in batch])
+                except Exception as exc:
+                    for e in batch:
+                        e.error = exc
+                for e in batch:
+                    e.done = True
+        if entry.error is not None:
+            raise entry.error
+
+    def _insert(self, rows: list[tuple]) -> None:
+        with self._writing():
+            db = self._db()
+            if len(rows) == 1:
+                db.execute(INSERT, rows[0])
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(INSERT, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def settle(self, orderid: str, state: str, note: str = "") -> bool:
         """pending -> declined | failed | unknown; False when the record is not pending."""
-        cur = self._db().execute(
-            "UPDATE payments SET state = ?, note = ?, updated = ? WHERE orderid = ? AND state = ?",
-            (state, note, time.time(), orderid, PENDING),
-        )
-        return cur.rowcount == 1
+        with self._writing():
+            cur = self._db().execute(
+                "UPDATE payments SET state = ?, note = ?, updated = ? WHERE orderid = ?"
+                " AND state = ?",
+                (state, note, time.time(), orderid, PENDING),
+            )
+            return cur.rowcount == 1
 
     def charged(self, orderid: str, hold: float) -> bool:
         """pending|unknown -> charged, held `hold` s for the request's own publish."""
         now = time.time()
-        cur = self._db().execute(
-            "UPDATE payments SET state = ?, updated = ?, claimed_until = ? WHERE orderid = ?"
-            " AND state IN (?, ?)",
-            (CHARGED, now, now + hold, orderid, PENDING, UNKNOWN),
-        )
-        return cur.rowcount == 1
+        with self._writing():
+            cur = self._db().execute(
+                "UPDATE payments SET state = ?, updated = ?, claimed_until = ? WHERE orderid = ?"
+                " AND state IN (?, ?)",
+                (CHARGED, now, now + hold, orderid, PENDING, UNKNOWN),
+            )
+            return cur.rowcount == 1
 
     def delivered(self, orderid: str) -> None:
         """charged -> delivered, on the broker's confirm only (a lost update republishes)."""
-        self._db(durable=False).execute(
-            "UPDATE payments SET state = ?, updated = ? WHERE orderid = ? AND state = ?",
-            (DELIVERED, time.time(), orderid, CHARGED),
-        )
+        with self._writing():
+            self._db(durable=False).execute(
+                "UPDATE payments SET state = ?, updated = ? WHERE orderid = ? AND state = ?",
+                (DELIVERED, time.time(), orderid, CHARGED),
+            )
 
     def confirmed(self, orderid: str) -> None:
         """pending|unknown -> delivered: the broker confirmed the request's own publish, so the
         order is durable there; no fsync (a crash that loses this update leaves the record
         pending, then unknown: listed for ops, never published blindly)."""
-        self._db(durable=False).execute(
-            "UPDATE payments SET state = ?, note = 'confirmed', updated = ? WHERE orderid = ?"
-            " AND state IN (?, ?)",
-            (DELIVERED, time.time(), orderid, PENDING, UNKNOWN),
-        )
+        with self._writing():
+            self._db(durable=False).execute(
+                "UPDATE payments SET state = ?, note = 'confirmed', updated = ? WHERE orderid = ?"
+                " AND state IN (?, ?)",
+                (DELIVERED, time.time(), orderid, PENDING, UNKNOWN),
+            )
 
     def release(self, orderid: str, delay: float) -> None:
         """A charged record the drainer may publish after `delay` s."""
-        self._db().execute(
-            "UPDATE payments SET claimed_until = ? WHERE orderid = ? AND state = ?",
-            (time.time() + delay, orderid, CHARGED),
-        )
+        with self._writing():
+            self._db().execute(
+                "UPDATE payments SET claimed_until = ? WHERE orderid = ? AND state = ?",
+                (time.time() + delay, orderid, CHARGED),
+            )
 
     def find(self, user: str, key: str) -> Record | None:
         """The latest attempt with this (user, key) that may have charged."""
@@ -179,67 +257,72 @@ class Records:
     # -- the drainer -------------------------------------------------------------------
     def claim(self, limit: int, lease: float) -> list[Record]:
         now = time.time()
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM payments WHERE state = ? AND claimed_until < ?"
-                " ORDER BY created LIMIT ?",
-                (CHARGED, now, limit),
-            ).fetchall()
-            db.executemany(
-                "UPDATE payments SET claimed_until = ?, attempts = attempts + 1 WHERE orderid = ?",
-                [(now + lease, r[0]) for r in rows],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return [Record.of(r) for r in rows]
+        with self._writing():
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"SELECT {COLUMNS} FROM payments WHERE state = ? AND claimed_until < ?"
+                    " ORDER BY created LIMIT ?",
+                    (CHARGED, now, limit),
+                ).fetchall()
+                db.executemany(
+                    "UPDATE payments SET claimed_until = ?, attempts = attempts + 1"
+                    " WHERE orderid = ?",
+                    [(now + lease, r[0]) for r in rows],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [Record.of(r) for r in rows]
 
     def expire_pending(self, age: float) -> list[str]:
         """pending records older than `age` s (their worker died in the charge) -> unknown."""
         now = time.time()
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT orderid FROM payments WHERE state = ? AND created < ?",
-                    (PENDING, now - age),
+        with self._writing():
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT orderid FROM payments WHERE state = ? AND created < ?",
+                        (PENDING, now - age),
+                    )
+                ]
+                db.executemany(
+                    "UPDATE payments SET state = ?, note = ?, updated = ? WHERE orderid = ?"
+                    " AND state = ?",
+                    [(UNKNOWN, "no outcome recorded: worker ended", now, i, PENDING) for i in ids],
                 )
-            ]
-            db.executemany(
-                "UPDATE payments SET state = ?, note = ?, updated = ? WHERE orderid = ?"
-                " AND state = ?",
-                [(UNKNOWN, "no outcome recorded: worker ended", now, i, PENDING) for i in ids],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return ids
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return ids
 
     def purge(self, age: float) -> int:
         """Forget settled records (delivered, declined, failed) older than `age` s (the
         Idempotency-Key TTL), or than an hour for those without a key; pending, charged and
         unknown records are never purged."""
         now = time.time()
-        db = self._db(durable=False)
-        removed = 0
-        for cutoff, keyless in (
-            (now - age, ""),
-            (now - KEYLESS_RETENTION, " AND idem_key IS NULL"),
-        ):
-            cur = db.execute(
-                f"DELETE FROM payments WHERE updated < ? AND state IN (?, ?, ?){keyless}",
-                (cutoff, DELIVERED, DECLINED, FAILED),
-            )
-            removed += cur.rowcount
-        return removed
+        with self._writing():
+            db = self._db(durable=False)
+            removed = 0
+            for cutoff, keyless in (
+                (now - age, ""),
+                (now - KEYLESS_RETENTION, " AND idem_key IS NULL"),
+            ):
+                cur = db.execute(
+                    f"DELETE FROM payments WHERE updated < ? AND state IN (?, ?, ?){keyless}",
+                    (cutoff, DELIVERED, DECLINED, FAILED),
+                )
+                removed += cur.rowcount
+            return removed
 
-    # -- health, metrics, ops ----------------------------------------------------------
+        # -- health, metrics, ops ----------------------------------------------------------
+
     def counts(self, states: tuple[str, ...] = OPEN) -> dict[str, int]:
         """Records per state (by default the open ones: cheap index ranges, while the settled
         states can hold a day of payments)."""
@@ -276,15 +359,25 @@ class Records:
 
     def requeue(self, orderid: str, note: str) -> bool:
         """ops: unknown -> charged (the operator checked the gateway): the drainer publishes."""
-        cur = self._db().execute(
-            "UPDATE payments SET state = ?, note = ?, updated = ?, claimed_until = 0"
-            " WHERE orderid = ? AND state = ?",
-            (CHARGED, note, time.time(), orderid, UNKNOWN),
-        )
-        return cur.rowcount == 1
+        with self._writing():
+            cur = self._db().execute(
+                "UPDATE payments SET state = ?, note = ?, updated = ?, claimed_until = 0"
+                " WHERE orderid = ? AND state = ?",
+                (CHARGED, note, time.time(), orderid, UNKNOWN),
+            )
+            return cur.rowcount == 1
 
     def writable(self) -> bool:
         return os.access(self.path, os.W_OK) and os.access(os.path.dirname(self.path), os.W_OK)
+
+
+def _lock_file(path: str) -> int | None:
+    """The workers' write lock (flock needs no write access); None when it cannot be opened
+    (e.g. created by another user): the writers then wait in SQLite's busy handler only."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError:
+        return None
 
 
 def import_outbox(state_dir: str, records: Records) -> int:

@@ -157,7 +157,9 @@ class Service:
 
     # -- POST /pay/<id> ------------------------------------------------------------------
     def pay(self, user_id: str, cart: dict[str, Any], key: str | None, rid: str) -> Result:
-        attempt = Attempt(user_id, cart, key, fingerprint(user_id, cart), rid)
+        # the fingerprint only matters for a key (a keyless record is never matched by it)
+        fp = fingerprint(user_id, cart) if key is not None else ""
+        attempt = Attempt(user_id, cart, key, fp, rid)
         if key is None:
             return self._pay(attempt)
         scoped = f"{user_id} {key}"  # keys are per user (a space is in neither)
@@ -220,25 +222,34 @@ class Service:
 
     def _pay(self, attempt: Attempt) -> Result:
         rid = attempt.rid
-        # 1. registered or anonymous: nothing is charged unless this answers
-        try:
-            registered = self.deps.user_registered(attempt.user, rid)
-        except DependencyError as exc:
-            return error(503, "user service unavailable", dependency="user", reason=exc.kind)
-        # 2. the order, serialized now (strict JSON): nothing may fail on it after the charge
+        # 1. the order, serialized now (strict JSON): nothing may fail on it after the charge
         orderid = str(uuid.uuid4())
         try:
             message = _dumps({"orderid": orderid, "user": attempt.user, "cart": attempt.cart})
             history = _dumps({"orderid": orderid, "cart": attempt.cart})
         except (ValueError, TypeError, RecursionError):
             return error(400, "cart not valid", detail="cart cannot be serialized as JSON")
+        # 2. registered or anonymous: the check is sent now and read after the record's fsync
+        #    (the two overlap); nothing is charged unless it answers
+        check = self.deps.start_user_check(attempt.user, rid)
         # 3. the durable intent, before any money moves
         try:
             self.records.create(
                 orderid, attempt.user, attempt.key, attempt.fingerprint, message, rid
             )
+            written: Exception | None = None
         except Exception as exc:
-            log.error("payment record not written: %s", type(exc).__name__)
+            written = exc
+        try:
+            registered = check()
+        except Exception as exc:
+            if written is None:  # nothing charged: the record is settled `failed`
+                self._settle(orderid, NOT_REACHED, f"user: {getattr(exc, 'kind', 'error')}")
+            if not isinstance(exc, DependencyError):
+                raise
+            return error(503, "user service unavailable", dependency="user", reason=exc.kind)
+        if written is not None:
+            log.error("payment record not written: %s", type(written).__name__)
             return error(503, "payment records unavailable", dependency="state")
         # 4. the charge
         if self.settings.delay_ms:
@@ -303,8 +314,8 @@ class Service:
         rid = attempt.rid
         ticket = self._publish(orderid, message, rid)
         state = ticket.wait(self.settings.publish_timeout)
-        if state == CONFIRMED:  # durable in RabbitMQ: no fsync needed here
-            self._delivered(orderid)
+        confirmed = state == CONFIRMED  # durable in RabbitMQ: no fsync needed here
+        if confirmed:
             where = "broker"
         else:
             try:
@@ -318,16 +329,24 @@ class Service:
             metrics.safe(metrics.OUTBOX.labels("stored").inc, "metrics")
             self._wake_drainer()
             where = "outbox"
-        # the order is durable: order history and cart delete (their failures are counted)
+        # the order is durable: order history and cart delete (their failures are counted).
+        # The first of them is sent before the `delivered` update and the metrics, and its
+        # answer read after them (they overlap its round trip).
+        calls: list[tuple[str, str, Any, tuple[Any, ...]]] = []
         if registered:
-            self._call_after("user", "history", self.deps.add_history, attempt.user, history, rid)
-        self._call_after("cart", "delete", self.deps.delete_cart, attempt.user, rid)
-        result = Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
+            calls.append(("user", "history", self.deps.start_history, (attempt.user, history, rid)))
+        calls.append(("cart", "delete", self.deps.start_delete_cart, (attempt.user, rid)))
+        first = self._start_after(*calls[0])
+        if confirmed:
+            self._delivered(orderid)
         n = units(attempt.cart)
         metrics.safe(lambda: metrics.SOLD.inc(n), "metrics")
         metrics.safe(lambda: metrics.UNITS.observe(n), "metrics")
         metrics.safe(lambda: metrics.CART_VALUE.observe(attempt.cart["total"]), "metrics")
-        return result
+        first()
+        for call in calls[1:]:
+            self._start_after(*call)()
+        return Result(200, {"orderid": orderid}, True, {"orderid": orderid, "order": where})
 
     @staticmethod
     def _hold(ticket: Ticket) -> float:
@@ -355,6 +374,22 @@ class Service:
         drainer = getattr(self, "drainer", None)
         if drainer is not None:
             drainer.wake()
+
+    def _start_after(
+        self, dependency: str, operation: str, start: Any, args: tuple[Any, ...]
+    ) -> Callable[[], None]:
+        """Send a call after the charge; the returned function reads its answer. Neither part
+        raises: failures are logged and counted."""
+        try:
+            finish = start(*args)
+        except Exception as exc:
+            raised = exc
+
+            def failed() -> int:
+                raise raised
+
+            finish = failed
+        return lambda: self._call_after(dependency, operation, finish)
 
     def _call_after(self, dependency: str, operation: str, fn: Any, *args: Any) -> None:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ class FakeDeps:
             raise DependencyError("user", "refused", "down")
         return not user_id.startswith("anonymous")
 
+    def start_user_check(self, user_id: str, request_id: str) -> Callable[[], bool]:
+        return lambda: self.user_registered(user_id, request_id)
+
     def charge(self, request_id: str) -> None:
         mode = self.gateway.mode
         self.gateway.calls.append(request_id)
@@ -61,6 +65,12 @@ class FakeDeps:
     def add_history(self, user_id: str, body: bytes, request_id: str) -> int:
         self.history.append(body)
         return 200
+
+    def start_history(self, user_id: str, body: bytes, request_id: str) -> Callable[[], int]:
+        return lambda: self.add_history(user_id, body, request_id)
+
+    def start_delete_cart(self, user_id: str, request_id: str) -> Callable[[], int]:
+        return lambda: self.delete_cart(user_id, request_id)
 
     def delete_cart(self, user_id: str, request_id: str) -> int:
         if self.cart_fault is not None:

@@ -1,4 +1,4 @@
-"""Outbound HTTP (urllib3) against a real loopback server with awkward peers: a charge never
+"""Outbound HTTP (http.client) against a real loopback server with awkward peers: a charge never
 goes out on a connection the gateway may have closed, is retried only when no byte of it
 left, and a charge whose answer is lost is `read_timeout`/`protocol` (unknown), never retried."""
 

@@ -77,6 +77,23 @@ def http(
     return int(code), text
 
 
+def queue_reader_env() -> dict[str, str]:
+    """The environment that makes queue_get.py/queue_drain.py log in as the lab's orders
+    reader (`dispatch`, roboshop_amqp_users): payment itself may not read `orders`. Passed
+    with `podman exec -e NAME` (the value from this environment, not on a command line)."""
+    v = lab_vars()
+    reader = next(u for u in v["roboshop_amqp_users"] if u["name"] == "dispatch")
+    assert "vault_roboshop_dispatch_amqp_password" in reader["password"]
+    return {
+        **os.environ,
+        "QUEUE_AMQP_USER": reader["name"],
+        "QUEUE_AMQP_PASS": v["vault_roboshop_dispatch_amqp_password"],
+    }
+
+
+QUEUE_READER = ["-e", "QUEUE_AMQP_USER", "-e", "QUEUE_AMQP_PASS"]
+
+
 def copy_tools(container: str) -> str:
     """Copy testing/tools/*.py to TOOLS_ON_HOST on the container; returns that directory."""
     subprocess.run(["podman", "exec", container, "mkdir", "-p", TOOLS_ON_HOST], check=True)
@@ -128,9 +145,9 @@ def drain_orders(container: str, settle: float = 3.0) -> list[dict]:
     host; waits until the queue stays empty for `settle` seconds."""
     tools = copy_tools(container)
     out = subprocess.run(
-        ["podman", "exec", container, "/app/current/venv/bin/python",
+        ["podman", "exec", *QUEUE_READER, container, "/app/current/venv/bin/python",
          f"{tools}/queue_drain.py", "--settle", str(settle)],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True, text=True, check=False, timeout=300, env=queue_reader_env(),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout)["orders"]
@@ -140,9 +157,10 @@ def take_order(container: str, orderid: str, timeout: float = 15) -> dict:
     """Take one order by orderid from the `orders` queue (testing/tools/queue_get.py)."""
     tools = copy_tools(container)
     out = subprocess.run(
-        ["podman", "exec", container, "/app/current/venv/bin/python",
+        ["podman", "exec", *QUEUE_READER, container, "/app/current/venv/bin/python",
          f"{tools}/queue_get.py", orderid, "--timeout", str(timeout)],
         capture_output=True, text=True, check=False, timeout=timeout + 60,
+        env=queue_reader_env(),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout)

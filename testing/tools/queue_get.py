@@ -5,6 +5,10 @@ the connection settings the service itself uses (its unit and /etc/roboshop/paym
 
     /app/current/venv/bin/python queue_get.py ORDERID [--timeout 10]
 
+The service's own user may not read the orders queue (the rabbitmq role gives it no read
+permission there): set QUEUE_AMQP_USER and QUEUE_AMQP_PASS (environment, not arguments) to
+read as a consumer such as the lab's `dispatch`.
+
 Messages of other orders are put back, in their order; the matching one is acknowledged,
 so a test proves the order really sat in the queue. Exit 1 when it does not arrive in time.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -42,8 +47,12 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 def connect(env_file: Path) -> pika.BlockingConnection:
-    """A connection to the broker with the settings the payment service itself uses."""
+    """A connection to the broker with the settings the payment service itself uses; the
+    user and password from QUEUE_AMQP_USER / QUEUE_AMQP_PASS when they are set."""
     env = read_env(env_file)
+    if os.environ.get("QUEUE_AMQP_USER"):
+        env["AMQP_USER"] = os.environ["QUEUE_AMQP_USER"]
+        env["AMQP_PASS"] = os.environ.get("QUEUE_AMQP_PASS", "")
     params = pika.ConnectionParameters(
         host=env.get("AMQP_HOST", "localhost"),
         port=int(env.get("AMQP_PORT", "5672")),

@@ -83,8 +83,14 @@ def take_order(payment):
     subprocess.run(["podman", "cp", str(QUEUE_GET), f"{PREFIX}payment:{dest}"], check=True)
 
     def take(orderid: str) -> dict:
-        out = payment.run("/app/current/venv/bin/python %s %s --timeout 15", dest, orderid)
-        assert out.rc == 0, out.stdout + out.stderr
+        # as the lab's orders reader (dispatch): payment's own user may not read `orders`
+        out = subprocess.run(
+            ["podman", "exec", *roboshop_testlib.QUEUE_READER, f"{PREFIX}payment",
+             "/app/current/venv/bin/python", dest, orderid, "--timeout", "15"],
+            capture_output=True, text=True, check=False, timeout=120,
+            env=roboshop_testlib.queue_reader_env(),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout)
 
     yield take

@@ -58,7 +58,7 @@ def test_password_only_in_the_env_file(payment, lab_vars):
     assert password not in payment.check_output("systemctl show payment.service")
     assert password not in payment.file("/etc/systemd/system/payment.service").content_string
     env_file = payment.file("/etc/roboshop/payment.env")
-    assert (env_file.user, env_file.group, env_file.mode) == ("root", "roboshop", 0o640)
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", "root", 0o600)
 
 
 def test_service_enabled_and_running_as_roboshop(payment):

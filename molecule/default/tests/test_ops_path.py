@@ -19,9 +19,20 @@ import pytest
 MIN_ESCALATIONS = 30
 
 
+# Who ops may become: root, and on payment hosts the service user (the new venv's checks).
+BECOME_USERS = {"payment": {"root", "roboshop"}, "rabbitmq": {"root"}}
+
+
 @pytest.fixture(params=["payment", "rabbitmq"])
 def deployed(request):
-    return request.getfixturevalue(request.param)
+    host = request.getfixturevalue(request.param)
+    host.become_users = BECOME_USERS[request.param]
+    return host
+
+
+def _escalations(host) -> list[str]:
+    lines = host.check_output("journalctl --no-pager -o cat -t sudo").splitlines()
+    return [line for line in lines if "BECOME-SUCCESS" in line]
 
 
 def test_logins_are_ops_over_ssh_with_a_key(deployed):
@@ -32,11 +43,19 @@ def test_logins_are_ops_over_ssh_with_a_key(deployed):
 
 
 def test_every_escalation_is_ops_to_root_through_sudo(deployed):
-    lines = deployed.check_output("journalctl --no-pager -o cat -t sudo").splitlines()
-    escalations = [line for line in lines if "BECOME-SUCCESS" in line]
-    assert len(escalations) >= MIN_ESCALATIONS, lines[-5:]
+    escalations = _escalations(deployed)
+    assert len(escalations) >= MIN_ESCALATIONS, escalations[-5:]
     assert all(line.lstrip().startswith("ops :") for line in escalations), escalations[:3]
-    assert all("USER=root" in line for line in escalations)
+    users = {line.split("USER=", 1)[1].split(" ;")[0] for line in escalations}
+    assert "root" in users
+    assert users <= deployed.become_users, users
+
+
+def test_new_venv_is_checked_as_the_service_user(payment):
+    """uwsgi --version and pip check of a new release ran as roboshop (become_user over
+    ops's sudo), as the service will run that venv."""
+    as_service_user = [line for line in _escalations(payment) if "USER=roboshop" in line]
+    assert len(as_service_user) >= 2, as_service_user
 
 
 def test_root_cannot_log_in_and_ops_has_no_password(deployed):

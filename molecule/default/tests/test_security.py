@@ -33,16 +33,22 @@ def test_systemd_exposure_score(payment):
     assert score <= MAX_EXPOSURE, out
 
 
-def test_env_file_mode_and_owner(payment):
+def test_env_file_mode_and_owner(payment, lab_vars):
     env_file = payment.file("/etc/roboshop/payment.env")
     assert env_file.is_file
-    assert (env_file.user, env_file.group, env_file.mode) == ("root", "roboshop", 0o640)
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", "root", 0o600)
     config_dir = payment.file("/etc/roboshop")
     assert config_dir.user == "root"
     assert config_dir.mode & 0o007 == 0, oct(config_dir.mode)
-    # the service user reads it, nobody else does
-    assert payment.run("runuser -u roboshop -- test -r /etc/roboshop/payment.env").rc == 0
+    # only root reads it: not the service user, not anyone else
+    assert payment.run("runuser -u roboshop -- cat /etc/roboshop/payment.env").rc != 0
     assert payment.run("runuser -u nobody -- cat /etc/roboshop/payment.env").rc != 0
+    # ... and yet the running service got its secret from it (systemd reads it as root);
+    # test_default's /health (broker connected) and real payment show it logs in with it
+    main_pid = payment.check_output("systemctl show --property=MainPID --value payment.service")
+    assert int(main_pid) > 0
+    environ = payment.check_output("tr '\\0' '\\n' < /proc/%s/environ", main_pid).splitlines()
+    assert f"AMQP_PASS={lab_vars['vault_roboshop_amqp_password']}" in environ
 
 
 def test_password_absent_from_systemctl_show_and_unit(payment, lab_vars):
