@@ -33,13 +33,17 @@ def one_worker(rabbitmq: None, stubs: Stubs, fresh_stubs: Stubs) -> Iterator[Pay
     shutil.rmtree(payment.state_dir, ignore_errors=True)
 
 
-def worker_pid(payment: Payment) -> int:
+def worker_pids(payment: Payment) -> list[int]:
     assert payment.proc is not None
     out = subprocess.run(
         ["pgrep", "-P", str(payment.proc.pid)], capture_output=True, text=True
     ).stdout.split()
-    assert len(out) == 1, out
-    return int(out[0])
+    return [int(pid) for pid in out]
+
+
+def worker_pid(payment: Payment) -> int:
+    [pid] = worker_pids(payment)
+    return pid
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -66,7 +70,8 @@ def kill_worker_when(payment: Payment, reached: Callable[[], bool], key: str) ->
     os.kill(pid, signal.SIGKILL)
     thread.join(30)
     assert replies and not isinstance(replies[0], Reply), replies  # no answer: it died
-    wait_for(lambda: payment.proc is not None and worker_pid(payment) != pid)
+    # uWSGI respawns the worker: until it has, the master has no child at all
+    wait_for(lambda: len(pids := worker_pids(payment)) == 1 and pids[0] != pid)
 
 
 def ops(payment: Payment, *args: str) -> str:
