@@ -492,6 +492,7 @@ class Service:
             "cart": word(cart),
             "user": word(user),
             "rabbitmq": word(broker),
+            "rabbitmq_host": (self.publisher.host or None) if broker else None,
             "outbox": {"pending": pending, "writable": outbox_ok},
             "payments": {"unknown": counts[UNKNOWN] if counts is not None else None},
             "idempotency": {

@@ -108,6 +108,7 @@ class FakePublisher:
     def __init__(self, broker: FakeBroker, *args: Any, **kwargs: Any) -> None:
         self.broker = broker
         self.last_error = ""
+        self.host = "fake-broker"
 
     @property
     def connected(self) -> bool:
