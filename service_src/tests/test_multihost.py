@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 from conftest import RedisServer
 from inproc import FakeDeps, Gateway, Sent, World
+from payment.idempotency import (
+    CHARGING,
+    IN_FLIGHT,
+    MISMATCH,
+    PROCEED,
+    REPLAY,
+    SQLiteStore,
+)
 from payment.records import FAILED
+from payment.redisstore import RedisStore
 
 LEASE = 1  # s: the claim's lease, short so the tests can outlive it
 
@@ -162,3 +171,39 @@ def test_one_key_on_two_hosts_at_once_is_one_charge(redis: RedisServer) -> None:
     assert len({r.body["orderid"] for r in finals.values()}) == 1
     assert len(gateway.charged) == 1
     assert len(a.broker.queue) + len(b.broker.queue) == 1
+
+
+def test_a_stale_claim_never_touches_the_new_owner_or_the_charging_mark(
+    redis: RedisServer,
+) -> None:
+    store = RedisStore(redis.url, ttl=60, lease=LEASE)
+    old = store.begin("stan k1", "fp")
+    time.sleep(LEASE + 0.3)  # its lease ran out
+    new = store.begin("stan k1", "fp")
+    assert (old.kind, new.kind) == (PROCEED, PROCEED)
+    assert not store.charging("stan k1", old.token, "o-old")  # not ours: no charge
+    store.abort("stan k1", old.token)
+    store.finish("stan k1", old.token, "fp", 200, '{"orderid":"o-old"}')
+    assert store.begin("stan k1", "fp").kind == IN_FLIGHT  # still the new owner's claim
+    assert store.charging("stan k1", new.token, "o-new")
+    store.abort("stan k1", new.token)  # an abort after the mark does not release the key
+    time.sleep(LEASE + 0.3)  # the mark outlives the lease (it is kept for the TTL)
+    seen = store.begin("stan k1", "fp")
+    assert (seen.kind, seen.orderid) == (CHARGING, "o-new")
+    assert seen.host and seen.age >= LEASE
+    assert store.begin("stan k1", "other").kind == MISMATCH
+    store.finish("stan k1", new.token, "fp", 200, '{"orderid":"o-new"}')
+    done = store.begin("stan k1", "fp")
+    assert (done.kind, done.body) == (REPLAY, '{"orderid":"o-new"}')
+
+
+def test_sqlite_stale_claim_does_not_charge_or_overwrite(tmp_path: Any) -> None:
+    store = SQLiteStore(str(tmp_path), ttl=60, lease=60)
+    old = store.begin("stan k1", "fp")
+    store._db().execute("UPDATE idempotency SET expires = 0")  # its lease ran out
+    new = store.begin("stan k1", "fp")
+    assert not store.charging("stan k1", old.token, "o-old")
+    store.abort("stan k1", old.token)
+    store.finish("stan k1", old.token, "fp", 200, "{}")
+    assert store.begin("stan k1", "fp").kind == IN_FLIGHT
+    assert store.charging("stan k1", new.token, "o-new")
