@@ -285,15 +285,22 @@ def run_playbook(
     return PlaybookRun(args, proc.returncode, proc.stdout, seconds)
 
 
-def copy_inventory(dest: Path, overrides: dict | None = None) -> Path:
+def copy_inventory(dest: Path, overrides: dict | None = None, hosts: dict | None = None) -> Path:
     """A copy of the scenario's inventory (links resolved) with `overrides` as the last file
-    of group_vars/all: a changed *inventory value*, as ops would make it."""
+    of group_vars/all: a changed *inventory value*, as ops would make it; `hosts` ({group:
+    {host: vars}}) adds hosts to groups in one more inventory file (never contacted by a
+    refused run)."""
     src = molecule_inventory()
     shutil.copytree(src, dest, symlinks=False)
     if overrides:
         all_dir = dest / "group_vars" / "all"
         all_dir.mkdir(parents=True, exist_ok=True)
         (all_dir / "zz_test_override.yml").write_text("---\n" + yaml.safe_dump(overrides))
+    if hosts:
+        children = {group: {"hosts": members} for group, members in hosts.items()}
+        (dest / "zz_test_hosts.yml").write_text(
+            "---\n" + yaml.safe_dump({"all": {"children": children}})
+        )
     return dest
 
 
