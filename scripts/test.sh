@@ -75,6 +75,8 @@ lint() {
   ruff format --check . || rc=1
   # service_src/requirements.lock must be regenerated whenever requirements.txt changes
   bash scripts/lock-requirements.sh --check || rc=1
+  # dead links; role READMEs and defaults against meta/argument_specs.yml
+  python scripts/check_docs.py || rc=1
   return $rc
 }
 

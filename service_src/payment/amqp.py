@@ -5,6 +5,11 @@ publisher confirm. The I/O thread runs pika's SelectConnection: it declares the 
 the durable queue and its binding on every (re)connect, publishes persistent messages with
 `mandatory` and `message_id = orderid`, pipelines confirms (many messages in flight, acks
 matched by delivery tag), answers heartbeats while idle and reconnects with backoff.
+
+Several brokers (AMQP_HOST `rabbit1,rabbit2,...`, all on AMQP_PORT): pika's connection
+workflow (`SelectConnection.create_connection`) tries them in order and keeps the first that
+completes the AMQP handshake. After a connection is lost the next attempt starts with the
+host after the lost one (then wraps around), so a dead node is tried last.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pika
+from pika.adapters.select_connection import IOLoop
 from pika.exchange_type import ExchangeType
 
 from .config import Settings
@@ -74,6 +81,18 @@ class Ticket:
             return self.state
 
 
+def connection_parameters(settings: Settings, **options: Any) -> list[pika.ConnectionParameters]:
+    """One ConnectionParameters per broker host of AMQP_HOST, in its order."""
+    common: dict[str, Any] = {
+        "port": settings.amqp_port,
+        "virtual_host": settings.amqp_vhost,
+        "credentials": pika.PlainCredentials(settings.amqp_user, settings.amqp_pass),
+        "connection_attempts": 1,  # one pass over the hosts; the caller retries
+        **options,
+    }
+    return [pika.ConnectionParameters(host=host, **common) for host in settings.amqp_hosts]
+
+
 class Publisher:
     def __init__(
         self,
@@ -84,22 +103,21 @@ class Publisher:
         self.settings = settings
         self._on_ready = on_ready
         self._on_late_confirm = on_late_confirm
-        self._params = pika.ConnectionParameters(
-            host=settings.amqp_host,
-            port=settings.amqp_port,
-            virtual_host=settings.amqp_vhost,
-            credentials=pika.PlainCredentials(settings.amqp_user, settings.amqp_pass),
+        self._params = connection_parameters(
+            settings,
             heartbeat=settings.amqp_heartbeat,
             blocked_connection_timeout=60,
-            connection_attempts=1,
             socket_timeout=max(settings.connect_timeout, 1.0),
             stack_timeout=max(settings.connect_timeout * 5, 5.0),
             client_properties={"connection_name": f"payment {socket.gethostname()}/{os.getpid()}"},
         )
+        self._first = 0  # index in _params of the host the next connect tries first
+        self.host = ""  # the broker host of the open connection
         self._lock = threading.Lock()
         self._ready = False
         self._stopping = False
         self._conn: pika.SelectConnection | None = None
+        self._ioloop: IOLoop | None = None
         self._channel = None
         self._queued: set[Ticket] = set()
         self._pending: dict[int, Ticket] = {}
@@ -142,30 +160,32 @@ class Publisher:
     def stop(self) -> None:
         self._stopping = True
         with self._lock:
-            conn = self._conn
-        if conn is not None:
+            ioloop = self._ioloop
+        if ioloop is not None:
             with contextlib.suppress(Exception):
-                conn.ioloop.add_callback_threadsafe(self._close)
+                ioloop.add_callback_threadsafe(self._close)
 
     # -- the I/O thread ----------------------------------------------------------------
     def _run(self) -> None:
         backoff = 0.25
         while not self._stopping:
             opened_at = time.monotonic()
+            ioloop = IOLoop()
+            with self._lock:
+                self._ioloop = ioloop
             try:
-                conn = pika.SelectConnection(
-                    self._params,
-                    on_open_callback=self._on_open,
-                    on_open_error_callback=self._on_open_error,
-                    on_close_callback=self._on_closed,
+                hosts = self._params[self._first :] + self._params[: self._first]
+                pika.SelectConnection.create_connection(
+                    hosts, self._on_connected, custom_ioloop=ioloop
                 )
-                with self._lock:
-                    self._conn = conn
-                conn.ioloop.start()
+                if not self._stopping:  # stop() may have come before _ioloop was set
+                    ioloop.start()
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("amqp loop error: %s", self.last_error)
             self._after_loop()
+            with contextlib.suppress(Exception):
+                ioloop.close()
             if self._stopping:
                 break
             if time.monotonic() - opened_at > 30:
@@ -177,6 +197,8 @@ class Publisher:
         with self._lock:
             self._ready = False
             self._conn = None
+            self._ioloop = None
+            self.host = ""
             self._channel = None
             queued, self._queued = self._queued, set()
             pending, self._pending = self._pending, {}
@@ -189,17 +211,36 @@ class Publisher:
     def _close(self) -> None:
         conn = self._conn
         if conn is not None and conn.is_open:
+            conn.close()  # -> _on_closed stops the loop
+        elif (conn is None or not conn.is_closing) and self._ioloop is not None:
+            self._ioloop.stop()  # still connecting (or closed): stop at once
+
+    def _on_connected(self, result: pika.SelectConnection | BaseException) -> None:
+        """pika's connection workflow is done: a connection to one of the hosts, or the
+        error of the last attempt (every host failed)."""
+        if isinstance(result, BaseException):
+            self.last_error = f"connect: {type(result).__name__}: {result}"
+            log.warning("amqp connect failed (%s): %s", self.settings.amqp_host, self.last_error)
+            if self._ioloop is not None:
+                self._ioloop.stop()
+            return
+        conn = result
+        host = conn.params.host
+        hosts = self.settings.amqp_hosts
+        # after this connection is lost, start with the next host (this one is likely down)
+        self._first = (hosts.index(host) + 1) % len(hosts) if host in hosts else 0
+        with self._lock:
+            self._conn = conn
+            self.host = host
+        conn.add_on_close_callback(self._on_closed)
+        if self._stopping:
             conn.close()
-        elif conn is not None and not conn.is_closing:
-            conn.ioloop.stop()
+            return
+        log.info("amqp connected to %s:%s", host, self.settings.amqp_port)
+        self._on_open(conn)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:
         conn.channel(on_open_callback=self._on_channel_open)
-
-    def _on_open_error(self, conn: pika.SelectConnection, error: BaseException) -> None:
-        self.last_error = f"connect: {type(error).__name__}: {error}"
-        log.warning("amqp connect failed: %s", self.last_error)
-        conn.ioloop.stop()
 
     def _on_closed(self, conn: pika.SelectConnection, reason: BaseException) -> None:
         with self._lock:

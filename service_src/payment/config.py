@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,6 +55,30 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def host_list(env: Mapping[str, str], name: str, default: str) -> str:
+    """A comma-separated list of host names (RFC 1123) or IP addresses, normalized
+    (`a, b` -> `a,b`); each entry checked, none twice."""
+    raw = env.get(name, "").strip() or default
+    hosts = [h.strip() for h in raw.split(",")]
+    for host in hosts:
+        if not host:
+            raise ConfigError(f"{name} has an empty entry: {raw!r} (comma-separated hosts)")
+        try:
+            ipaddress.ip_address(host)
+            continue
+        except ValueError:
+            pass
+        if not HOSTNAME.fullmatch(host) or re.fullmatch(r"[0-9.]+", host):
+            raise ConfigError(f"{name}: {host!r} is not a host name or an IP address")
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(f"{name} lists a host twice: {raw!r}")
+    return ",".join(hosts)
+
+
 @dataclass(frozen=True)
 class Settings:
     cart_host: str = "cart"
@@ -61,7 +87,7 @@ class Settings:
     user_port: int = 8080
     gateway_url: str = "https://paypal.com/"
     delay_ms: int = 0
-    amqp_host: str = "rabbitmq"
+    amqp_host: str = "rabbitmq"  # one host, or several separated by commas (amqp_hosts)
     amqp_port: int = 5672
     amqp_user: str = "guest"
     amqp_pass: str = "guest"
@@ -100,7 +126,7 @@ class Settings:
             user_port=_int(e, "USER_PORT", d.user_port, 1),
             gateway_url=_str(e, "PAYMENT_GATEWAY", d.gateway_url),
             delay_ms=_int(e, "PAYMENT_DELAY_MS", d.delay_ms),
-            amqp_host=_str(e, "AMQP_HOST", d.amqp_host),
+            amqp_host=host_list(e, "AMQP_HOST", d.amqp_host),
             amqp_port=_int(e, "AMQP_PORT", d.amqp_port, 1),
             amqp_user=_str(e, "AMQP_USER", d.amqp_user),
             amqp_pass=e.get("AMQP_PASS", d.amqp_pass),
@@ -130,6 +156,11 @@ class Settings:
     def pending_age(self) -> float:
         """After this many seconds a `pending` record's charge call has surely ended."""
         return self.delay_ms / 1000.0 + self.connect_timeout + self.gateway_timeout + 5.0
+
+    @property
+    def amqp_hosts(self) -> tuple[str, ...]:
+        """The brokers to try, in order (AMQP_HOST, comma-separated, all on AMQP_PORT)."""
+        return tuple(h.strip() for h in self.amqp_host.split(",") if h.strip())
 
     @property
     def cart_base(self) -> str:

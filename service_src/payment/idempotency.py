@@ -1,21 +1,30 @@
-"""Idempotency-Key records: SQLite under the state dir (one host) or Redis (many hosts).
+"""Idempotency-Key records: SQLite under the state dir (one host) or Redis (many hosts,
+`payment/redisstore.py`).
 
 `begin(key, fingerprint)` atomically claims a key for one request:
-- PROCEED: the caller owns the key (in flight) and must `finish` or `abort` it;
+- PROCEED: the caller owns the key (in flight, `Outcome.token` names the claim) and must
+  `finish` or `abort` it;
 - REPLAY: a finished response with the same fingerprint exists (`Outcome.status/body`);
 - MISMATCH: the key was used with another body (422);
-- IN_FLIGHT: another request holds the key right now (409).
+- IN_FLIGHT: another request holds the key right now (409);
+- CHARGING: a request marked the key as charging (`Outcome.orderid`, `Outcome.age` seconds
+  ago) and no answer was stored: 409 while the charge may still run, then 504 (Redis only).
 An in-flight claim older than the lease (a worker that died) may be taken over; finished
 records are kept for the TTL.
+
+`charging(key, token, orderid)` is called just before the gateway call: True only while the
+claim `token` is still the key's in-flight claim (a claim whose lease ran out and that another
+request took over must not charge). `finish` and `abort` touch the key only while it is still
+the caller's claim (or, for `finish`, when the key is gone).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +34,7 @@ PROCEED = "proceed"
 REPLAY = "replay"
 MISMATCH = "mismatch"
 IN_FLIGHT = "in_flight"
+CHARGING = "charging"
 
 
 @dataclass(frozen=True)
@@ -32,19 +42,33 @@ class Outcome:
     kind: str
     status: int = 0
     body: str = ""
+    token: str = ""  # PROCEED: the claim's token
+    orderid: str = ""  # CHARGING: the order being charged
+    age: float = 0.0  # CHARGING: seconds since the charge started
+    host: str = ""  # CHARGING: the host that charges
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
 
 
 class Store(Protocol):
     def begin(self, key: str, fingerprint: str) -> Outcome: ...
 
-    def finish(self, key: str, status: int, body: str) -> None: ...
+    def charging(self, key: str, token: str, orderid: str) -> bool: ...
 
-    def abort(self, key: str) -> None: ...
+    def finish(self, key: str, token: str, fingerprint: str, status: int, body: str) -> None: ...
+
+    def abort(self, key: str, token: str) -> None: ...
 
     def ping(self) -> bool: ...
 
 
 class SQLiteStore:
+    """One host's keys. `charging` is a read (no write, no fsync): the host's payment records
+    are in the same state dir, and a claim taken over after our ownership check finds our
+    `pending` record, committed before that check, and answers from it (409/504/200)."""
+
     SCHEMA = """
     CREATE TABLE IF NOT EXISTS idempotency (
         key TEXT PRIMARY KEY,
@@ -52,7 +76,8 @@ class SQLiteStore:
         state TEXT NOT NULL,
         status INTEGER NOT NULL DEFAULT 0,
         body TEXT NOT NULL DEFAULT '',
-        expires REAL NOT NULL
+        expires REAL NOT NULL,
+        token TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires);
     """
@@ -66,6 +91,7 @@ class SQLiteStore:
         self._last_purge = 0.0
         db = self._db()
         db.executescript(self.SCHEMA)
+        _add_token_column(db)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -84,12 +110,13 @@ class SQLiteStore:
                 (key,),
             ).fetchone()
             if row is None or row[4] < now:
+                token = new_token()
                 db.execute(
-                    "INSERT OR REPLACE INTO idempotency (key, fingerprint, state, expires)"
-                    " VALUES (?, ?, 'in_flight', ?)",
-                    (key, fingerprint, now + self.lease),
+                    "INSERT OR REPLACE INTO idempotency (key, fingerprint, state, expires, token)"
+                    " VALUES (?, ?, 'in_flight', ?, ?)",
+                    (key, fingerprint, now + self.lease, token),
                 )
-                outcome = Outcome(PROCEED)
+                outcome = Outcome(PROCEED, token=token)
             elif row[0] != fingerprint:
                 outcome = Outcome(MISMATCH)
             elif row[1] == "in_flight":
@@ -105,15 +132,32 @@ class SQLiteStore:
             raise
         return outcome
 
-    def finish(self, key: str, status: int, body: str) -> None:
+    def charging(self, key: str, token: str, orderid: str) -> bool:
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM idempotency WHERE key = ? AND token = ? AND state = 'in_flight'",
+                (key, token),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def finish(self, key: str, token: str, fingerprint: str, status: int, body: str) -> None:
+        # our claim, or no claim at all (ours expired and was dropped): never another's
         self._db().execute(
-            "UPDATE idempotency SET state = 'done', status = ?, body = ?, expires = ?"
-            " WHERE key = ?",
-            (status, body, time.time() + self.ttl, key),
+            "INSERT INTO idempotency (key, fingerprint, state, status, body, expires, token)"
+            " VALUES (?, ?, 'done', ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " state = 'done', status = excluded.status, body = excluded.body,"
+            " expires = excluded.expires WHERE idempotency.token = excluded.token",
+            (key, fingerprint, status, body, time.time() + self.ttl, token),
         )
 
-    def abort(self, key: str) -> None:
-        self._db().execute("DELETE FROM idempotency WHERE key = ? AND state = 'in_flight'", (key,))
+    def abort(self, key: str, token: str) -> None:
+        self._db().execute(
+            "DELETE FROM idempotency WHERE key = ? AND token = ? AND state = 'in_flight'",
+            (key, token),
+        )
 
     def ping(self) -> bool:
         try:
@@ -123,60 +167,13 @@ class SQLiteStore:
             return False
 
 
-class RedisStore:
-    """The same records in Redis, shared by every payment host (keys `payment:idem:<key>`)."""
-
-    # Delete the key only while it is still our in-flight claim.
-    ABORT = """
-    local v = redis.call('GET', KEYS[1])
-    if v and cjson.decode(v)['state'] == 'in_flight' then return redis.call('DEL', KEYS[1]) end
-    return 0
-    """
-
-    def __init__(self, url: str, ttl: int, lease: int) -> None:
-        import redis  # only needed with this backend
-
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
-        )
-        self.ttl = ttl
-        self.lease = lease
-        self._abort = self.client.register_script(self.ABORT)
-
-    @staticmethod
-    def _key(key: str) -> str:
-        return f"payment:idem:{key}"
-
-    def begin(self, key: str, fingerprint: str) -> Outcome:
-        k = self._key(key)
-        claim = json.dumps({"fp": fingerprint, "state": "in_flight"})
-        for _ in range(3):
-            if self.client.set(k, claim, nx=True, ex=self.lease):
-                return Outcome(PROCEED)
-            raw = self.client.get(k)
-            if raw is None:
-                continue  # expired between SET and GET: try to claim again
-            record = json.loads(raw)
-            if record["fp"] != fingerprint:
-                return Outcome(MISMATCH)
-            if record["state"] == "in_flight":
-                return Outcome(IN_FLIGHT)
-            return Outcome(REPLAY, int(record["status"]), record["body"])
-        return Outcome(IN_FLIGHT)
-
-    def finish(self, key: str, status: int, body: str) -> None:
-        # fingerprint kept from the claim
-        k = self._key(key)
-        raw = self.client.get(k)
-        fp = json.loads(raw)["fp"] if raw else ""
-        record = {"fp": fp, "state": "done", "status": status, "body": body}
-        self.client.set(k, json.dumps(record), ex=self.ttl)
-
-    def abort(self, key: str) -> None:
-        self._abort(keys=[self._key(key)])
-
-    def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except Exception:
-            return False
+def _add_token_column(db: sqlite3.Connection) -> None:
+    """A state dir from before claim tokens: add the column (old claims get '')."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(idempotency)")}
+    if "token" in columns:
+        return
+    try:
+        db.execute("ALTER TABLE idempotency ADD COLUMN token TEXT NOT NULL DEFAULT ''")
+    except sqlite3.OperationalError as exc:  # another worker added it first
+        if "duplicate column" not in str(exc):
+            raise

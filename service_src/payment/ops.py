@@ -55,15 +55,11 @@ def publish_once(settings: Settings, record: Record, timeout: float = 10.0) -> b
     import pika
     from pika.exchange_type import ExchangeType
 
-    params = pika.ConnectionParameters(
-        host=settings.amqp_host,
-        port=settings.amqp_port,
-        virtual_host=settings.amqp_vhost,
-        credentials=pika.PlainCredentials(settings.amqp_user, settings.amqp_pass),
-        connection_attempts=1,
-        socket_timeout=timeout,
-        blocked_connection_timeout=timeout,
-    )
+    from .amqp import connection_parameters
+
+    params = connection_parameters(
+        settings, socket_timeout=timeout, blocked_connection_timeout=timeout
+    )  # every host of AMQP_HOST, tried in order
     conn = pika.BlockingConnection(params)
     try:
         channel = conn.channel()

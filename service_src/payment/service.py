@@ -24,9 +24,10 @@ from .amqp import ABANDONED, CONFIRMED, FAILED, Publisher, Ticket
 from .config import Settings
 from .deps import DependencyError, Deps
 from .drainer import Drainer
-from .idempotency import IN_FLIGHT, MISMATCH, REPLAY, RedisStore, SQLiteStore, Store
+from .idempotency import CHARGING, IN_FLIGHT, MISMATCH, REPLAY, Outcome, SQLiteStore, Store
 from .records import CHARGED, DECLINED, DELIVERED, PENDING, UNKNOWN, Record, Records
 from .records import FAILED as NOT_REACHED
+from .redisstore import RedisStore
 from .validation import canonical, units
 
 log = logging.getLogger("payment")
@@ -75,6 +76,7 @@ class Attempt:
     fingerprint: str
     rid: str
     charging: bool = False  # the gateway call has started: the key is never released
+    token: str = ""  # the Idempotency-Key claim this request owns
 
 
 PublisherFactory = Callable[..., Publisher]
@@ -176,18 +178,71 @@ class Service:
             return error(422, "Idempotency-Key already used with another request")
         if outcome.kind == IN_FLIGHT:
             return self._in_flight()
+        if outcome.kind == CHARGING:
+            return self._answer_charging(attempt, outcome)
+        attempt.token = outcome.token
         try:
             result = self._answer_from_record(attempt) or self._pay(attempt)
         except BaseException:
             if not attempt.charging:
-                self._safe_store(self.idempotency.abort, scoped)
+                self._safe_store(self.idempotency.abort, scoped, attempt.token)
             raise
         if result.final or attempt.charging:
             body = json.dumps(result.body)
-            self._safe_store(self.idempotency.finish, scoped, result.status, body)
+            self._safe_store(
+                self.idempotency.finish,
+                scoped,
+                attempt.token,
+                attempt.fingerprint,
+                result.status,
+                body,
+            )
         else:
-            self._safe_store(self.idempotency.abort, scoped)
+            self._safe_store(self.idempotency.abort, scoped, attempt.token)
         return result
+
+    def _answer_charging(self, attempt: Attempt, outcome: Outcome) -> Result:
+        """The key is marked charging (by a host that may have died before storing the
+        answer): never charge again. This host's record of that order answers when it has
+        one; else 409 while the charge may still run, then a final 504 (charge state unknown)."""
+        try:
+            record = self.records.get(outcome.orderid) if outcome.orderid else None
+        except Exception:
+            record = None
+        if (
+            record is not None
+            and record.fingerprint == attempt.fingerprint
+            and record.state in (CHARGED, DELIVERED)
+        ):
+            result = Result(200, {"orderid": record.orderid}, True, {"replay": True})
+            result.headers["Idempotent-Replayed"] = "true"
+            return result
+        if outcome.age < self.settings.pending_age:
+            return self._in_flight()
+        log.error(
+            "payment %s (charged by %s): no answer stored, charge state unknown",
+            outcome.orderid,
+            outcome.host,
+        )
+        return unknown_result(orderid=outcome.orderid, replay=True)
+
+    def _mark_charging(self, attempt: Attempt, orderid: str) -> Result | None:
+        """Just before the gateway call: the key becomes `charging` for the TTL (on Redis: no
+        host claims it again). None = go on and charge; else the answer, nothing charged."""
+        if attempt.key is None:
+            return None
+        scoped = f"{attempt.user} {attempt.key}"
+        try:
+            owned = self.idempotency.charging(scoped, attempt.token, orderid)
+        except Exception as exc:
+            log.warning("idempotency store unavailable before the charge: %s", type(exc).__name__)
+            self._settle(orderid, NOT_REACHED, "idempotency store unavailable")
+            return error(503, "idempotency store unavailable", dependency="idempotency")
+        if not owned:  # our claim ran out and may be another request's now
+            log.warning("payment %s: Idempotency-Key claim lost before the charge", orderid)
+            self._settle(orderid, NOT_REACHED, "idempotency claim lost")
+            return self._in_flight()
+        return None
 
     @staticmethod
     def _in_flight() -> Result:
@@ -254,6 +309,9 @@ class Service:
         # 4. the charge
         if self.settings.delay_ms:
             time.sleep(self.settings.delay_ms / 1000.0)
+        refused = self._mark_charging(attempt, orderid)
+        if refused is not None:
+            return refused
         attempt.charging = True
         try:
             self.deps.charge(rid)
@@ -434,6 +492,7 @@ class Service:
             "cart": word(cart),
             "user": word(user),
             "rabbitmq": word(broker),
+            "rabbitmq_host": (self.publisher.host or None) if broker else None,
             "outbox": {"pending": pending, "writable": outbox_ok},
             "payments": {"unknown": counts[UNKNOWN] if counts is not None else None},
             "idempotency": {

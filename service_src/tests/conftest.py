@@ -121,6 +121,34 @@ def delete_topology(exchange: str, queue: str) -> None:
         conn.close()
 
 
+# -- Redis ------------------------------------------------------------------------------------
+class RedisServer:
+    """A real redis-server (Debian's package) on a loopback port, without persistence; it can
+    be stopped and started again on the same port (an outage that loses its data)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
 # -- stubs --------------------------------------------------------------------------------------
 @dataclass
 class Stub:

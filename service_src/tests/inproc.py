@@ -108,6 +108,7 @@ class FakePublisher:
     def __init__(self, broker: FakeBroker, *args: Any, **kwargs: Any) -> None:
         self.broker = broker
         self.last_error = ""
+        self.host = "fake-broker"
 
     @property
     def connected(self) -> bool:
@@ -138,16 +139,19 @@ class World:
     sent: list[Sent] = field(default_factory=list)
     state_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="payment-inproc-"))
     seq: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides, e.g. the backend
+    name: str = "req"  # request ids are <name>-<n> (unique across Worlds that share fakes)
 
     def __post_init__(self) -> None:
-        settings = Settings(
-            state_dir=self.state_dir,
-            publish_timeout=0.01,
-            gateway_timeout=0.05,
-            connect_timeout=0.05,
-            health_cache=0.0,
-            idempotency_lease=60,
-        )
+        defaults: dict[str, Any] = {
+            "state_dir": self.state_dir,
+            "publish_timeout": 0.01,
+            "gateway_timeout": 0.05,
+            "connect_timeout": 0.05,
+            "health_cache": 0.0,
+            "idempotency_lease": 60,
+        }
+        settings = Settings(**{**defaults, **self.settings})
         self.app = create_app(
             settings,
             deps=self.deps,
@@ -160,7 +164,7 @@ class World:
 
     def pay(self, user: str = "anonymous-1", key: str | None = None, cart: Any = None) -> Sent:
         self.seq += 1
-        rid = f"req-{self.seq}"
+        rid = f"{self.name}-{self.seq}"
         headers = {"X-Request-ID": rid}
         if key is not None:
             headers["Idempotency-Key"] = key

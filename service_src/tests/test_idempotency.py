@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,39 +12,23 @@ import pytest
 from conftest import (
     CART,
     Payment,
+    RedisServer,
     Reply,
     Stubs,
     delete_topology,
-    free_port,
     make_payment,
-    wait_port,
 )
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real redis-server (Debian's package) on a free loopback port, for this module."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server = RedisServer()
+    server.start()
     try:
-        wait_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])

@@ -51,16 +51,21 @@ def lab_vars() -> dict:
 
 
 def http(
-    on_host, method: str, url: str, body: object | None = None, timeout: float = 15
+    on_host,
+    method: str,
+    url: str,
+    body: object | None = None,
+    timeout: float = 15,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """An HTTP request made from inside `on_host` with its python3 (no curl in the image).
     Status 0 means no HTTP answer (refused, reset, timeout); the text says why."""
     script = (
         "import json,sys,urllib.request,urllib.error\n"
-        "m,u,b,t=sys.argv[1],sys.argv[2],sys.argv[3],float(sys.argv[4])\n"
+        "m,u,b,t,h=sys.argv[1],sys.argv[2],sys.argv[3],float(sys.argv[4]),json.loads(sys.argv[5])\n"
         "d=b.encode() if b else None\n"
         "r=urllib.request.Request(u,data=d,method=m,"
-        "headers={'Content-Type':'application/json'} if d else {})\n"
+        "headers={**({'Content-Type':'application/json'} if d else {}),**h})\n"
         "try:\n"
         "    resp=urllib.request.urlopen(r,timeout=t); code=resp.status; text=resp.read()\n"
         "except urllib.error.HTTPError as e:\n"
@@ -71,8 +76,9 @@ def http(
     )
     payload = "" if body is None else json.dumps(body)
     out = on_host.check_output(
-        "python3 -c %s %s %s %s %s", script, method, url, payload, str(timeout)
-    )
+        "python3 -c %s %s %s %s %s %s",
+        script, method, url, payload, str(timeout), json.dumps(headers or {}),
+    )  # fmt: skip
     code, _, text = out.partition("\n")
     return int(code), text
 
@@ -279,15 +285,22 @@ def run_playbook(
     return PlaybookRun(args, proc.returncode, proc.stdout, seconds)
 
 
-def copy_inventory(dest: Path, overrides: dict | None = None) -> Path:
+def copy_inventory(dest: Path, overrides: dict | None = None, hosts: dict | None = None) -> Path:
     """A copy of the scenario's inventory (links resolved) with `overrides` as the last file
-    of group_vars/all: a changed *inventory value*, as ops would make it."""
+    of group_vars/all: a changed *inventory value*, as ops would make it; `hosts` ({group:
+    {host: vars}}) adds hosts to groups in one more inventory file (never contacted by a
+    refused run)."""
     src = molecule_inventory()
     shutil.copytree(src, dest, symlinks=False)
     if overrides:
         all_dir = dest / "group_vars" / "all"
         all_dir.mkdir(parents=True, exist_ok=True)
         (all_dir / "zz_test_override.yml").write_text("---\n" + yaml.safe_dump(overrides))
+    if hosts:
+        children = {group: {"hosts": members} for group, members in hosts.items()}
+        (dest / "zz_test_hosts.yml").write_text(
+            "---\n" + yaml.safe_dump({"all": {"children": children}})
+        )
     return dest
 
 
@@ -326,3 +339,80 @@ def report_verify_duration(terminalreporter) -> None:
     terminalreporter.write_sep(
         "=", f"verify duration: {seconds:.1f} s ({counts}; testinfra podman backend)"
     )
+
+
+# -- many hosts: HAProxy, the RabbitMQ cluster --------------------------------------------------
+def host_running(container: str) -> bool:
+    out = subprocess.run(
+        ["podman", "inspect", "-f", "{{.State.Running}}", container],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return out.stdout.strip() == "true"
+
+
+# `show stat` on HAProxy's admin socket, with the load balancer's python3 (no socat there)
+_HAPROXY_STAT = (
+    "import socket\n"
+    "s=socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock')\n"
+    "s.sendall(b'show stat\\n'); out=b''\n"
+    "while chunk := s.recv(65536): out += chunk\n"
+    "print(out.decode())\n"
+)
+
+
+def haproxy_servers(container: str) -> dict[str, str]:
+    """{server: status} of every backend server HAProxy has (UP, DOWN, MAINT, DRAIN, ...)."""
+    out = host(container).check_output("python3 -c %s", _HAPROXY_STAT)
+    lines = [line for line in out.splitlines() if line and not line.startswith("#")]
+    header = out.splitlines()[0].lstrip("# ").split(",")
+    servers = {}
+    for line in lines:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("svname") not in ("FRONTEND", "BACKEND", None):
+            servers[row["svname"]] = row["status"].split(" ")[0]
+    return servers
+
+
+def running_nodes(broker: str) -> list[str]:
+    status = host(broker).check_output("rabbitmqctl -q cluster_status --formatter json")
+    return json.loads(status)["running_nodes"]
+
+
+def orders_queue_node(broker: str, queue: str = "orders") -> str:
+    """The node that holds the queue's leader (classic mirrored: its master; quorum: its
+    leader), e.g. rabbit@cl-rabbitmq2."""
+    out = host(broker).check_output("rabbitmqctl -q --no-table-headers list_queues name pid leader")
+    for line in out.splitlines():
+        name, pid, leader = [*line.split("\t"), "", ""][:3]
+        if name == queue:
+            # the pid's text form names the node: <rabbit@host.123.456.0>
+            return leader.strip() or re.sub(r"^<([^.]+@[^.]+)\..*$", r"\1", pid.strip())
+    raise AssertionError(f"no queue {queue} on {broker}: {out}")
+
+
+# Declares `orders` as RoboShop's dispatch does (the exchange, the queue durable and with no
+# arguments, the binding) on one broker node, logged in as the payment user.
+_DECLARE_LIKE_DISPATCH = r"""
+import os, sys, pika
+params = pika.ConnectionParameters(sys.argv[1], 5672, "/",
+    pika.PlainCredentials(os.environ["AMQP_USER"], os.environ["AMQP_PASS"]), connection_attempts=5,
+    retry_delay=1)
+conn = pika.BlockingConnection(params)
+ch = conn.channel()
+ch.exchange_declare("robot-shop", "direct", durable=True)
+ch.queue_declare("orders", durable=True)
+ch.queue_bind("orders", "robot-shop", routing_key="orders")
+conn.close()
+"""
+
+
+def declare_orders_like_dispatch(container: str, broker: str) -> None:
+    v = lab_vars()
+    out = subprocess.run(
+        ["podman", "exec", "-e", "AMQP_USER", "-e", "AMQP_PASS", container,
+         "/app/current/venv/bin/python", "-c", _DECLARE_LIKE_DISPATCH, broker],
+        capture_output=True, text=True, check=False, timeout=120,
+        env={**os.environ, "AMQP_USER": v.get("roboshop_amqp_user", "roboshop"),
+             "AMQP_PASS": v["vault_roboshop_amqp_password"]},
+    )  # fmt: skip
+    assert out.returncode == 0, f"declare on {broker}: {out.stdout}{out.stderr}"

@@ -108,12 +108,16 @@ class Client:
                 self.fail(target, user, t, error=f"{type(exc).__name__}: {exc}")
                 return
             if status != 200:
-                self.fail(target, user, t, status=status, body=body[:300].decode("replace"))
+                self.fail(
+                    target, user, t, status=status, body=body[:300].decode("utf-8", "replace")
+                )
                 return
             try:
                 orderid = json.loads(body)["orderid"]
             except (ValueError, KeyError, TypeError):
-                self.fail(target, user, t, status=status, body=body[:300].decode("replace"))
+                self.fail(
+                    target, user, t, status=status, body=body[:300].decode("utf-8", "replace")
+                )
                 return
             with self.lock:
                 self.ok.append({"orderid": orderid, "target": target, "t": t, "retried": retried})

@@ -53,14 +53,18 @@ def connect(env_file: Path) -> pika.BlockingConnection:
     if os.environ.get("QUEUE_AMQP_USER"):
         env["AMQP_USER"] = os.environ["QUEUE_AMQP_USER"]
         env["AMQP_PASS"] = os.environ.get("QUEUE_AMQP_PASS", "")
-    params = pika.ConnectionParameters(
-        host=env.get("AMQP_HOST", "localhost"),
-        port=int(env.get("AMQP_PORT", "5672")),
-        virtual_host=env.get("AMQP_VHOST", "/"),
-        credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
-        connection_attempts=3,
-        retry_delay=1,
-    )
+    # AMQP_HOST may list the nodes of a cluster (h1,h2,h3): pika tries them in turn
+    params = [
+        pika.ConnectionParameters(
+            host=host.strip(),
+            port=int(env.get("AMQP_PORT", "5672")),
+            virtual_host=env.get("AMQP_VHOST", "/"),
+            credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
+            connection_attempts=3,
+            retry_delay=1,
+        )
+        for host in env.get("AMQP_HOST", "localhost").split(",")
+    ]
     return pika.BlockingConnection(params)
 
 

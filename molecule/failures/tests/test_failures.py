@@ -48,13 +48,28 @@ BAD_VALUES = {
         {"roboshop_environment": "production"},
         ["vault_roboshop_amqp_password", "lab password"],
     ),
+    "redis-backend-without-redis": (
+        {"roboshop_payment_idempotency_backend": "redis"},
+        ["roboshop_redis_host", "group redis is empty"],
+    ),
 }
+# cases that add hosts to the inventory: {group: {host: vars}} (never contacted: refused first)
+EXTRA_HOSTS = {
+    # two payment hosts on the default sqlite backend: a retry reaching the other host would
+    # charge again; the refusal names the variable to set.
+    "sqlite-with-two-payment-hosts": (
+        {"payment": {"fail-payment-2": {"ansible_host": "192.0.2.10"}}},
+        ["roboshop_payment_idempotency_backend", "group payment has 2 hosts"],
+    ),
+}
+BAD_VALUES.update({case: ({}, words) for case, (_, words) in EXTRA_HOSTS.items()})
 
 
 @pytest.mark.parametrize("case", sorted(BAD_VALUES))
 def test_bad_inventory_value_changes_nothing(case, payment, rabbitmq, tmp_path: Path):
     overrides, words = BAD_VALUES[case]
-    inventory = lib.copy_inventory(tmp_path / "inventory", overrides)
+    hosts = EXTRA_HOSTS.get(case, (None,))[0]
+    inventory = lib.copy_inventory(tmp_path / "inventory", overrides, hosts)
     before = state(payment, rabbitmq)
     assert "/app/current" in before["payment"] and "payment.service" in before["payment"]
     # With a changed release too: had the preflight let it through, the hosts would change.

@@ -1,0 +1,31 @@
+"""Fixtures for the cluster scenario: the hosts through testinfra's podman backend."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "testing/molecule_support"))
+
+import roboshop_testlib as lib
+
+LB = "cl-lb"
+PAYMENT_HOSTS = ("cl-payment1", "cl-payment2")
+BROKERS = ("cl-rabbitmq1", "cl-rabbitmq2", "cl-rabbitmq3")
+STUBS = "cl-stubs"
+
+
+@pytest.fixture(scope="session")
+def payments():
+    return {name: lib.host(name) for name in PAYMENT_HOSTS}
+
+
+@pytest.fixture(scope="session")
+def stubs():
+    return lib.host(STUBS)
+
+
+def pytest_terminal_summary(terminalreporter):
+    lib.report_verify_duration(terminalreporter)

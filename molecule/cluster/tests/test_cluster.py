@@ -1,0 +1,268 @@
+"""Many hosts under faults, with a careful client paying through the load balancer.
+
+Each phase starts from an empty `orders` queue and an empty list of gateway calls, keeps
+testing/tools/careful_client.py paying through HAProxy (a key per payment, retried with that
+key until it has a final answer), injects its fault, stops the client, lets every host's
+outbox drain, and then counts: payments, 200s, charges per key (the gateway's calls carry
+the key in X-Request-ID), distinct orders in the queue, duplicates by message_id.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import roboshop_testlib as lib
+from conftest import BROKERS, LB, PAYMENT_HOSTS, STUBS
+
+STOP_FILE = "/tmp/careful_client.stop"
+GATEWAY = "http://localhost:8082"
+
+
+# -- the client ---------------------------------------------------------------------------
+def start_client(*targets: str, workers: int = 2) -> subprocess.Popen:
+    tools = lib.copy_tools(STUBS)
+    cart_port = lib.lab_vars()["roboshop_cart_port"]
+    args = [arg for t in targets for arg in ("--target", t)]
+    client = subprocess.Popen(
+        ["podman", "exec", STUBS, "python3", f"{tools}/careful_client.py", *args,
+         "--cart-url", f"http://localhost:{cart_port}", "--stop-file", STOP_FILE,
+         "--workers", str(workers), "--pause", "0.05", "--give-up", "90"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "READY"
+    return client
+
+
+def stop_client(client: subprocess.Popen) -> dict:
+    subprocess.run(["podman", "exec", STUBS, "touch", STOP_FILE], check=True)
+    out, _ = client.communicate(timeout=300)
+    assert client.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- what the phase left behind -------------------------------------------------------------
+def gateway_calls(stubs, method: str = "GET") -> list[dict]:
+    code, text = lib.http(stubs, method, f"{GATEWAY}/_calls")
+    assert code == 200, text
+    return json.loads(text) if method == "GET" else []
+
+
+def charges_by_key(stubs) -> collections.Counter[str]:
+    """Gateway calls per Idempotency-Key (the client's request ids are KEY.ATTEMPT)."""
+    charges: collections.Counter[str] = collections.Counter()
+    for call in gateway_calls(stubs):
+        rid = call["headers"].get("x-request-id", "")
+        if "." in rid:
+            charges[rid.rsplit(".", 1)[0]] += 1
+    return charges
+
+
+def drain_everything(payments) -> list[dict]:
+    """Every host's outbox delivered, then the queue taken (read as dispatch)."""
+    for name, h in payments.items():
+        if lib.host_running(name):
+            assert lib.wait_for(lambda h=h: lib.outbox_pending(h) == 0, timeout=120), (
+                f"{name}: orders left in the outbox"
+            )
+    return lib.drain_orders(PAYMENT_HOSTS[0])
+
+
+@dataclass
+class Count:
+    payments: int
+    ok: int
+    failed: int
+    retried: int
+    orders: int
+    duplicates: int
+    problems: list[str]
+
+    def line(self, phase: str) -> str:
+        return (
+            f"{phase}: {self.payments} payments, {self.ok} x 200, {self.failed} failed, "
+            f"{self.retried} retried with their key; queue: {self.orders} distinct orders, "
+            f"{self.duplicates} duplicates by message_id"
+        )
+
+
+def count(summary: dict, charges: collections.Counter[str], queued: list[dict]) -> Count:
+    ok = summary["ok"]
+    problems = []
+    by_order = collections.Counter(m["orderid"] for m in queued)
+    paid = {o["orderid"]: o["key"] for o in ok}
+    if len(paid) != len(ok):
+        problems.append("the service gave the same orderid to two payments")
+    twice = {k: n for k, n in charges.items() if n > 1}
+    if twice:
+        problems.append(f"{len(twice)} keys charged more than once: {list(twice.items())[:5]}")
+    uncharged = [o["key"] for o in ok if charges[o["key"]] != 1]
+    if uncharged:
+        problems.append(f"{len(uncharged)} 200s without exactly one charge: {uncharged[:5]}")
+    missing = paid.keys() - by_order.keys()
+    if missing:
+        problems.append(f"{len(missing)} paid orders not in the queue: {sorted(missing)[:5]}")
+    extra = by_order.keys() - paid.keys()
+    if extra:
+        problems.append(f"{len(extra)} queued orders the client got no 200 for")
+    ids = collections.Counter(m["message_id"] for m in queued)
+    if any(m["message_id"] != m["orderid"] for m in queued):
+        problems.append("a message whose message_id is not its orderid")
+    return Count(
+        payments=summary["payments"],
+        ok=len(ok),
+        failed=len(summary["failures"]),
+        retried=summary["retried_payments"],
+        orders=len(by_order),
+        duplicates=sum(n - 1 for n in ids.values()),
+        problems=problems,
+    )
+
+
+class Phase:
+    """Start from nothing queued and no gateway calls; pay through the load balancer."""
+
+    def __init__(self, payments, stubs, *targets: str) -> None:
+        self.payments, self.stubs = payments, stubs
+        self.targets = targets or (f"{LB}:{lib.PAYMENT_PORT}",)
+
+    def __enter__(self) -> Phase:
+        drain_everything(self.payments)
+        gateway_calls(self.stubs, "DELETE")
+        self.client = start_client(*self.targets)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client.returncode is None:
+            self.summary = stop_client(self.client)
+
+    def result(self, name: str) -> Count:
+        queued = drain_everything(self.payments)
+        result = count(self.summary, charges_by_key(self.stubs), queued)
+        print(f"\n{result.line(name)}; statuses {self.summary['statuses']}")
+        if self.summary["failures"]:
+            print(f"failures: {self.summary['failures'][:5]}")
+        return result
+
+
+# -- the scenario ---------------------------------------------------------------------------
+def test_layout(payments):
+    """Three broker nodes in one cluster, the `orders` policy, keys in Redis, both payment
+    hosts up in HAProxy."""
+    status = json.loads(
+        lib.host(BROKERS[0]).check_output("rabbitmqctl -q cluster_status --formatter json")
+    )
+    assert sorted(status["running_nodes"]) == sorted(f"rabbit@{b}" for b in BROKERS), status
+    for name, h in payments.items():
+        code, text = lib.http(h, "GET", f"http://localhost:{lib.PAYMENT_PORT}/health")
+        assert code == 200, f"{name}: {text}"
+        assert json.loads(text)["idempotency"] == {"backend": "redis", "state": "connected"}
+    assert lib.haproxy_servers(LB) == {h: "UP" for h in PAYMENT_HOSTS}
+
+
+def test_dispatch_declares_orders_against_every_node():
+    """RoboShop's dispatch declares `orders` itself: durable, no arguments. That must still
+    succeed against each node of the cluster (a quorum queue would refuse it on 3.10)."""
+    for broker in BROKERS:
+        lib.declare_orders_like_dispatch(PAYMENT_HOSTS[0], broker)
+
+
+def test_a_rolling_release_drains_each_host(payments, stubs):
+    before = {name: lib.current_release(h) for name, h in payments.items()}
+    with lib.release_copy("cluster") as src, Phase(payments, stubs) as phase:
+        time.sleep(3)
+        run = lib.run_playbook("site.yml", "-e", f"payment_source_dir={src}")
+        time.sleep(3)
+    result = phase.result("(a) rolling release")
+    assert run.rc == 0, "the rolling deploy failed (output above)"
+    for name, h in payments.items():
+        assert lib.current_release(h) != before[name], f"{name} was not rolled"
+    for name in PAYMENT_HOSTS:
+        assert f"Drain {name} in the load balancer" in run.output, "no drain in the roll"
+    assert result.failed == 0, phase.summary["failures"][:5]
+    assert result.ok >= 20, "too few payments during the roll"
+    assert result.duplicates == 0
+    assert not result.problems, "\n".join(result.problems)
+
+
+def test_b_the_node_holding_orders_is_killed(payments, stubs):
+    node = lib.orders_queue_node(BROKERS[0])
+    victim = node.split("@", 1)[1]
+    assert victim in BROKERS, node
+    with Phase(payments, stubs) as phase:
+        time.sleep(3)
+        subprocess.run(["podman", "exec", victim, "pkill", "-KILL", "beam.smp"], check=True)
+        time.sleep(10)  # paying while the node is gone
+        lib.host(victim).run("systemctl start rabbitmq-server")
+        time.sleep(3)
+    survivor = next(b for b in BROKERS if b != victim)
+    assert lib.wait_for(lambda: len(lib.running_nodes(survivor)) == len(BROKERS), timeout=120)
+    result = phase.result(f"(b) SIGKILL of {victim}, which held `orders`")
+    # lost orders are problems; duplicates (same message_id) are allowed after a crash
+    assert result.ok > 0
+    assert not result.problems, "\n".join(result.problems)
+
+
+def test_c_a_payment_host_stops(payments, stubs):
+    gone = PAYMENT_HOSTS[1]
+    with Phase(payments, stubs) as phase:
+        time.sleep(3)
+        subprocess.run(["podman", "stop", "-t", "30", gone], check=True, capture_output=True)
+        assert lib.wait_for(lambda: lib.haproxy_servers(LB).get(gone) != "UP", timeout=30)
+        time.sleep(5)  # paying on one host
+    summary = phase.summary
+    subprocess.run(["podman", "start", gone], check=True, capture_output=True)
+    h = lib.host(gone)
+    assert lib.wait_for(
+        lambda: lib.http(h, "GET", f"http://localhost:{lib.PAYMENT_PORT}/health")[0] == 200,
+        timeout=180,
+    ), f"{gone} did not come back"
+    result = phase.result(f"(c) {gone} stopped")
+    assert summary["failures"] == [] or all(f.get("status") == 504 for f in summary["failures"]), (
+        summary["failures"][:5]
+    )  # only "charge state unknown" (a charge cut by the stop)
+    assert not result.problems, "\n".join(result.problems)
+    assert lib.wait_for(lambda: lib.haproxy_servers(LB).get(gone) == "UP", timeout=60)
+
+
+def test_d_one_key_on_both_hosts_is_one_charge(payments, stubs):
+    drain_everything(payments)
+    gateway_calls(stubs, "DELETE")
+    user = f"anonymous-{uuid.uuid4().hex[:12]}"
+    cart = lib.fetch_cart(stubs, user)
+    key = uuid.uuid4().hex
+    answers: dict[str, tuple[int, str]] = {}
+
+    def pay(name: str, n: int) -> None:
+        headers = {"Idempotency-Key": key, "X-Request-ID": f"{key}.{n}"}
+        answers[name] = lib.http(
+            stubs, "POST", f"http://{name}:{lib.PAYMENT_PORT}/pay/{user}", cart, 30, headers
+        )
+
+    threads = [threading.Thread(target=pay, args=(name, n)) for n, name in enumerate(PAYMENT_HOSTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # the one that found the key in flight (409) asks again, as a careful client does
+    for n, name in enumerate(PAYMENT_HOSTS):
+        for retry in range(30):
+            if answers[name][0] != 409:
+                break
+            time.sleep(1)
+            pay(name, 10 + 10 * n + retry)
+    statuses = {name: code for name, (code, _) in answers.items()}
+    assert set(statuses.values()) == {200}, answers
+    orderids = {json.loads(text)["orderid"] for _, text in answers.values()}
+    assert len(orderids) == 1, answers
+    charges = charges_by_key(stubs)
+    queued = drain_everything(payments)
+    print(f"\n(d) one key on both hosts: {statuses}, charges {charges[key]}, queue {queued}")
+    assert charges[key] == 1
+    assert [m["orderid"] for m in queued] == list(orderids)

@@ -1,0 +1,225 @@
+"""A careful paying client: every payment has its own Idempotency-Key, and is retried with
+that key until it has a final answer, as a client of a payment API should.
+
+Test tool, standard library only (runs with any python3 >= 3.9, e.g. on the stubs host):
+
+    python3 careful_client.py --target cl-lb:8080 --cart-url http://localhost:8080 \
+        --stop-file /tmp/careful_client.stop
+
+One payment = one fresh anonymous cart, one key, and attempts until a final answer:
+- 200 with an orderid: paid (final).
+- 409 (the key is in flight elsewhere): wait Retry-After, try again with the key.
+- a connection refused/reset, a timeout, or a 502/503/504 that is not the service's final
+  "charge state unknown": try again with the key after a short pause (the key makes a
+  retry safe: the service answers it from its records, never charging twice).
+- the service's 504 "charge state unknown", any other status, or no final answer within
+  --give-up seconds: a failed payment.
+Attempt n of key K sends `X-Request-ID: K.n`; the service passes the request id on to the
+payment gateway, so the gateway's calls can be counted per key (charges per key). With
+several --target, attempts rotate over them (a retry goes to the next target).
+
+It prints READY once the first payment has ended, pays until the stop file exists (or
+--duration passes, or SIGTERM), finishes the payments under way, and prints one JSON line:
+{"payments", "attempts", "ok": [{"orderid", "key", "t", "attempts", "replayed"}],
+ "failures": [...], "retried_payments", "statuses": {...}, "started", "stopped"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+UNKNOWN = "charge state is unknown"
+
+
+class Client:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.targets: list[str] = args.target
+        self.timeout: float = args.timeout
+        self.pause: float = args.pause
+        self.give_up: float = args.give_up
+        self.stop_file: str | None = args.stop_file
+        self.deadline = time.time() + args.duration if args.duration else None
+        self.cart_url: str = args.cart_url
+        self.lock = threading.Lock()
+        self.payments = 0
+        self.attempts = 0
+        self.ok: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.retried = 0
+        self.statuses: collections.Counter[str] = collections.Counter()
+        self.stopping = threading.Event()
+        self.first = threading.Event()
+        self.crashed = threading.Event()
+
+    def should_stop(self) -> bool:
+        if self.stopping.is_set():
+            return True
+        asked = bool(self.stop_file) and os.path.exists(self.stop_file)
+        if asked or (self.deadline is not None and time.time() >= self.deadline):
+            self.stopping.set()
+        return self.stopping.is_set()
+
+    def cart(self, user: str) -> bytes:
+        host, _, port = self.cart_url.removeprefix("http://").partition(":")
+        conn = http.client.HTTPConnection(host, int(port or 80), timeout=10)
+        try:
+            conn.request("GET", f"/cart/{user}")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"cart {user}: HTTP {resp.status}")
+            return body
+        finally:
+            conn.close()
+
+    def post(self, target: str, user: str, cart: bytes, key: str, rid: str) -> tuple:
+        host, _, port = target.partition(":")
+        conn = http.client.HTTPConnection(host, int(port or 80), timeout=self.timeout)
+        try:
+            conn.request(
+                "POST",
+                f"/pay/{user}",
+                body=cart,
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": key,
+                    "X-Request-ID": rid,
+                    "Connection": "close",
+                },
+            )
+            resp = conn.getresponse()
+            return resp.status, resp.read(), dict(resp.getheaders())
+        finally:
+            conn.close()
+
+    def pay_once(self, worker: int) -> None:
+        with self.lock:
+            k = self.payments
+            self.payments += 1
+        user = f"anonymous-careful-{worker}-{k}"
+        key = uuid.uuid4().hex
+        started = time.time()
+        try:
+            cart = self.cart(user)
+        except (OSError, http.client.HTTPException, RuntimeError) as exc:
+            self.fail(key, user, started, 0, error=f"cart: {type(exc).__name__}: {exc}")
+            return
+        n = 0
+        while True:
+            n += 1
+            target = self.targets[(k + n - 1) % len(self.targets)]
+            t = time.time()
+            wait = self.pause or 0.2
+            try:
+                status, body, headers = self.post(target, user, cart, key, f"{key}.{n}")
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            else:
+                outcome = str(status)
+                if status == 200:
+                    try:
+                        orderid = json.loads(body)["orderid"]
+                    except (ValueError, KeyError, TypeError):
+                        self.fail(key, user, t, n, status=status, body=body[:300].decode())
+                        return
+                    self.count(outcome, n)
+                    with self.lock:
+                        self.ok.append(
+                            {
+                                "orderid": orderid,
+                                "key": key,
+                                "t": started,
+                                "attempts": n,
+                                "replayed": headers.get("Idempotent-Replayed") == "true",
+                            }
+                        )
+                    return
+                text = body[:300].decode("utf-8", "replace")
+                if status == 409:
+                    wait = float(headers.get("Retry-After", "1"))
+                elif status not in (502, 503, 504) or UNKNOWN in text:
+                    self.count(outcome, n)
+                    self.fail(key, user, t, n, status=status, body=text)
+                    return
+            self.count(outcome, 0)
+            if time.time() - started + wait > self.give_up:
+                self.fail(key, user, t, n, error=f"no final answer, last {outcome}")
+                return
+            time.sleep(wait)
+
+    def count(self, outcome: str, attempts: int) -> None:
+        with self.lock:
+            self.statuses[outcome] += 1
+            self.attempts += 1
+            if attempts > 1:
+                self.retried += 1
+
+    def fail(self, key: str, user: str, t: float, attempts: int, **detail: Any) -> None:
+        with self.lock:
+            self.failures.append({"key": key, "user": user, "t": t, "attempts": attempts, **detail})
+
+    def worker(self, n: int) -> None:
+        try:
+            while not self.should_stop():
+                self.pay_once(n)
+                self.first.set()
+                if self.pause:
+                    time.sleep(self.pause)
+        except BaseException:
+            self.crashed.set()  # a bug here must fail the run, not hide payments
+            self.first.set()
+            raise
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", action="append", required=True, help="host:port (repeat)")
+    parser.add_argument("--cart-url", required=True, help="Cart service base URL (http://h:p)")
+    parser.add_argument("--stop-file", help="stop when this file exists")
+    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
+    parser.add_argument("--workers", type=int, default=2, help="concurrent paying clients")
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between payments")
+    parser.add_argument("--timeout", type=float, default=30, help="per attempt, seconds")
+    parser.add_argument("--give-up", type=float, default=120, help="per payment, seconds")
+    args = parser.parse_args()
+    if args.stop_file and os.path.exists(args.stop_file):
+        os.unlink(args.stop_file)
+
+    client = Client(args)
+    signal.signal(signal.SIGTERM, lambda *_: client.stopping.set())
+    started = time.time()
+    threads = [
+        threading.Thread(target=client.worker, args=(n,), daemon=True) for n in range(args.workers)
+    ]
+    for thread in threads:
+        thread.start()
+    client.first.wait(timeout=args.give_up + 5)
+    print("READY", flush=True)
+    for thread in threads:
+        thread.join()
+    summary = {
+        "payments": client.payments,
+        "attempts": client.attempts,
+        "ok": client.ok,
+        "failures": client.failures,
+        "retried_payments": client.retried,
+        "statuses": dict(client.statuses),
+        "started": started,
+        "stopped": time.time(),
+    }
+    print(json.dumps(summary), flush=True)
+    return 1 if client.crashed.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
