@@ -360,15 +360,15 @@ _HAPROXY_STAT = (
 )
 
 
-def haproxy_servers(container: str) -> dict[str, str]:
-    """{server: status} of every backend server HAProxy has (UP, DOWN, MAINT, DRAIN, ...)."""
+def haproxy_servers(container: str, backend: str = "payment") -> dict[str, str]:
+    """{server: status} of a backend's servers in HAProxy (UP, DOWN, MAINT, DRAIN, ...)."""
     out = host(container).check_output("python3 -c %s", _HAPROXY_STAT)
     lines = [line for line in out.splitlines() if line and not line.startswith("#")]
     header = out.splitlines()[0].lstrip("# ").split(",")
     servers = {}
     for line in lines:
         row = dict(zip(header, line.split(","), strict=False))
-        if row.get("svname") not in ("FRONTEND", "BACKEND", None):
+        if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND"):
             servers[row["svname"]] = row["status"].split(" ")[0]
     return servers
 

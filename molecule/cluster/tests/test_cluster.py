@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import threading
 import time
@@ -183,8 +184,11 @@ def test_a_rolling_release_drains_each_host(payments, stubs):
     assert run.rc == 0, "the rolling deploy failed (output above)"
     for name, h in payments.items():
         assert lib.current_release(h) != before[name], f"{name} was not rolled"
+    # each host was drained in HAProxy before its restart, and put back after its gate
+    journal = lib.host(LB).check_output("journalctl -u haproxy --no-pager -o cat")
     for name in PAYMENT_HOSTS:
-        assert f"Drain {name} in the load balancer" in run.output, "no drain in the roll"
+        assert re.search(rf"changed: \[{name} -> {LB}\]", run.output), f"{name}: no drain"
+        assert re.search(rf"payment/{name} enters drain state", journal), f"{name}: no drain"
     assert result.failed == 0, phase.summary["failures"][:5]
     assert result.ok >= 20, "too few payments during the roll"
     assert result.duplicates == 0
