@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: a local lab of three Debian 12 systemd hosts
-# (payment, rabbitmq, stubs) on the podman network `roboshop-lab`, deployed by the real
+# The main job on the embedded default: a local lab of four Debian 12 systemd hosts
+# (payment, rabbitmq, stubs, lb: HAProxy) on the podman network `roboshop-lab`, deployed by the real
 # `ansible-playbook -i inventory/lab site.yml` over SSH as the unprivileged `ops` account
 # with sudo (as in production), ending with a real payment and its order read back from
 # RabbitMQ. Each host's sshd is published on 127.0.0.1 at its ansible_port
@@ -13,7 +13,7 @@
 source "$(dirname "$0")/lib.sh"
 
 NETWORK=roboshop-lab
-HOSTS=(payment rabbitmq stubs)
+HOSTS=(payment rabbitmq stubs lb)
 SSH_DIR="$ROOT/.cache/lab/ssh"
 
 # ssh_port NAME: the host's ansible_port in inventory/lab/hosts.yml
