@@ -341,7 +341,7 @@ def report_verify_duration(terminalreporter) -> None:
     )
 
 
-# -- many hosts: HAProxy, the RabbitMQ cluster --------------------------------------------------
+# -- many hosts: HAProxy (the broker cluster: rabbitmq_cluster.py) ------------------------
 def host_running(container: str) -> bool:
     out = subprocess.run(
         ["podman", "inspect", "-f", "{{.State.Running}}", container],
@@ -371,48 +371,3 @@ def haproxy_servers(container: str, backend: str = "payment") -> dict[str, str]:
         if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND"):
             servers[row["svname"]] = row["status"].split(" ")[0]
     return servers
-
-
-def running_nodes(broker: str) -> list[str]:
-    status = host(broker).check_output("rabbitmqctl -q cluster_status --formatter json")
-    return json.loads(status)["running_nodes"]
-
-
-def orders_queue_node(broker: str, queue: str = "orders") -> str:
-    """The node that holds the queue's leader (classic mirrored: its master; quorum: its
-    leader), e.g. rabbit@cl-rabbitmq2."""
-    out = host(broker).check_output("rabbitmqctl -q --no-table-headers list_queues name pid leader")
-    for line in out.splitlines():
-        name, pid, leader = [*line.split("\t"), "", ""][:3]
-        if name == queue:
-            # the pid's text form names the node: <rabbit@host.123.456.0>
-            return leader.strip() or re.sub(r"^<([^.]+@[^.]+)\..*$", r"\1", pid.strip())
-    raise AssertionError(f"no queue {queue} on {broker}: {out}")
-
-
-# Declares `orders` as RoboShop's dispatch does (the exchange, the queue durable and with no
-# arguments, the binding) on one broker node, logged in as the payment user.
-_DECLARE_LIKE_DISPATCH = r"""
-import os, sys, pika
-params = pika.ConnectionParameters(sys.argv[1], 5672, "/",
-    pika.PlainCredentials(os.environ["AMQP_USER"], os.environ["AMQP_PASS"]), connection_attempts=5,
-    retry_delay=1)
-conn = pika.BlockingConnection(params)
-ch = conn.channel()
-ch.exchange_declare("robot-shop", "direct", durable=True)
-ch.queue_declare("orders", durable=True)
-ch.queue_bind("orders", "robot-shop", routing_key="orders")
-conn.close()
-"""
-
-
-def declare_orders_like_dispatch(container: str, broker: str) -> None:
-    v = lab_vars()
-    out = subprocess.run(
-        ["podman", "exec", "-e", "AMQP_USER", "-e", "AMQP_PASS", container,
-         "/app/current/venv/bin/python", "-c", _DECLARE_LIKE_DISPATCH, broker],
-        capture_output=True, text=True, check=False, timeout=120,
-        env={**os.environ, "AMQP_USER": v.get("roboshop_amqp_user", "roboshop"),
-             "AMQP_PASS": v["vault_roboshop_amqp_password"]},
-    )  # fmt: skip
-    assert out.returncode == 0, f"declare on {broker}: {out.stdout}{out.stderr}"

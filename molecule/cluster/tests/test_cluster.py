@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import rabbitmq_cluster as rc
 import roboshop_testlib as lib
 from conftest import BROKERS, LB, PAYMENT_HOSTS, STUBS
 
@@ -154,12 +155,8 @@ class Phase:
 
 # -- the scenario ---------------------------------------------------------------------------
 def test_layout(payments):
-    """Three broker nodes in one cluster, the `orders` policy, keys in Redis, both payment
-    hosts up in HAProxy."""
-    status = json.loads(
-        lib.host(BROKERS[0]).check_output("rabbitmqctl -q cluster_status --formatter json")
-    )
-    assert sorted(status["running_nodes"]) == sorted(f"rabbit@{b}" for b in BROKERS), status
+    """Three broker nodes in one cluster, keys in Redis, both payment hosts up in HAProxy."""
+    assert rc.running_nodes(BROKERS[0]) == sorted(f"rabbit@{b}" for b in BROKERS)
     for name, h in payments.items():
         code, text = lib.http(h, "GET", f"http://localhost:{lib.PAYMENT_PORT}/health")
         assert code == 200, f"{name}: {text}"
@@ -167,11 +164,12 @@ def test_layout(payments):
     assert lib.haproxy_servers(LB) == {h: "UP" for h in PAYMENT_HOSTS}
 
 
-def test_dispatch_declares_orders_against_every_node():
-    """RoboShop's dispatch declares `orders` itself: durable, no arguments. That must still
-    succeed against each node of the cluster (a quorum queue would refuse it on 3.10)."""
-    for broker in BROKERS:
-        lib.declare_orders_like_dispatch(PAYMENT_HOSTS[0], broker)
+def test_orders_survive_the_loss_of_its_leader_node():
+    """At the broker: the mirroring policy on `orders`, RoboShop dispatch's own declaration of
+    `orders` (durable, no arguments) through every node, 200 messages confirmed on the
+    leader's node, that node SIGKILLed, all 200 read from another node, the node back."""
+    report = rc.prove_orders_survive_leader_kill(list(BROKERS))
+    print(f"\nbroker-level proof: {json.dumps(report)}")
 
 
 def test_a_rolling_release_drains_each_host(payments, stubs):
@@ -196,9 +194,7 @@ def test_a_rolling_release_drains_each_host(payments, stubs):
 
 
 def test_b_the_node_holding_orders_is_killed(payments, stubs):
-    node = lib.orders_queue_node(BROKERS[0])
-    victim = node.split("@", 1)[1]
-    assert victim in BROKERS, node
+    victim = rc.node_names(list(BROKERS))[rc.orders_queue(BROKERS[0])["leader"]]
     with Phase(payments, stubs) as phase:
         time.sleep(3)
         subprocess.run(["podman", "exec", victim, "pkill", "-KILL", "beam.smp"], check=True)
@@ -206,7 +202,7 @@ def test_b_the_node_holding_orders_is_killed(payments, stubs):
         lib.host(victim).run("systemctl start rabbitmq-server")
         time.sleep(3)
     survivor = next(b for b in BROKERS if b != victim)
-    assert lib.wait_for(lambda: len(lib.running_nodes(survivor)) == len(BROKERS), timeout=120)
+    assert lib.wait_for(lambda: len(rc.running_nodes(survivor)) == len(BROKERS), timeout=120)
     result = phase.result(f"(b) SIGKILL of {victim}, which held `orders`")
     # lost orders are problems; duplicates (same message_id) are allowed after a crash
     assert result.ok > 0
