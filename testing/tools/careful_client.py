@@ -50,6 +50,7 @@ class Client:
         self.stop_file: str | None = args.stop_file
         self.deadline = time.time() + args.duration if args.duration else None
         self.cart_url: str = args.cart_url
+        self.run = uuid.uuid4().hex[:8]
         self.lock = threading.Lock()
         self.payments = 0
         self.attempts = 0
@@ -106,7 +107,7 @@ class Client:
         with self.lock:
             k = self.payments
             self.payments += 1
-        user = f"anonymous-careful-{worker}-{k}"
+        user = f"anonymous-careful-{self.run}-{worker}-{k}"  # a cart is gone once paid
         key = uuid.uuid4().hex
         started = time.time()
         try:
