@@ -30,6 +30,7 @@ cd "$ROOT"
 N=${BENCH_HOSTS:-5}
 NETWORK=roboshop-bench
 PORT0=22160 # sshd of bench-rabbitmq; bench-stubs +1; bench-paymentI +1+I
+REDIS_PORT=22170 # sshd of bench-redis (with more than one payment host)
 read -r -a STRATEGIES <<<"${BENCH_STRATEGIES:-linear mitogen_linear}"
 WORK=$(mktemp -d /tmp/bench-deploy.XXXXXX)
 CONTROLLER_CACHE=${BENCH_CONTROLLER_CACHE:-fresh}
@@ -75,6 +76,11 @@ up() {
     start_host "bench-payment$i" "bench-payment$i" "$((PORT0 + 1 + i))"
     hosts+=("bench-payment$i")
   done
+  # several payment hosts share their Idempotency-Keys in Redis (the preflight refuses sqlite)
+  if ((k > 1)); then
+    start_host bench-redis redis "$REDIS_PORT"
+    hosts+=(bench-redis)
+  fi
   wait_booted "${hosts[@]}"
   mkdir -p "$dir/inventory"
   ln -s "$ROOT/inventory/lab/group_vars" "$dir/inventory/group_vars"
@@ -103,6 +109,11 @@ up() {
     echo "    stubs:"
     echo "      hosts:"
     echo "        bench-stubs: {ansible_port: $((PORT0 + 1))}"
+    if ((k > 1)); then
+      echo "    redis:"
+      echo "      hosts:"
+      echo "        bench-redis: {ansible_port: $REDIS_PORT}"
+    fi
   } >"$dir/inventory/hosts.yml"
   { ansible-playbook -i "$dir/inventory" testing/provision.yml &&
     ANSIBLE_CACHE_PLUGIN_CONNECTION="$dir/facts" \
