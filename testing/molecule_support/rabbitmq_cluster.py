@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pika
 import yaml
+from roboshop_testlib import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 LAB_VARS = PROJECT / "inventory/lab/group_vars/all"
@@ -153,15 +154,6 @@ def orders_queue(container: str) -> dict:
 
 def _nodes_in(pids: str) -> list[str]:
     return sorted(re.findall(r"<(rabbit@[A-Za-z0-9-]+)[.]", pids))
-
-
-def wait_for(predicate, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def prove_orders_survive_leader_kill(containers: list[str], count: int = 200) -> dict:

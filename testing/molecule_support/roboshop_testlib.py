@@ -110,6 +110,27 @@ def copy_tools(container: str) -> str:
     return TOOLS_ON_HOST
 
 
+def start_client(container: str, tool: str, *args: str) -> subprocess.Popen:
+    """Start a paying client (testing/tools/<tool>) on `container`; returns once it printed
+    READY (its first payment has ended). It pays until `stop_client`."""
+    tools = copy_tools(container)
+    client = subprocess.Popen(
+        ["podman", "exec", container, "python3", f"{tools}/{tool}", *args],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "READY"
+    return client
+
+
+def stop_client(container: str, client: subprocess.Popen, stop_file: str) -> dict:
+    """Ask the client to stop (its --stop-file) and return its JSON summary."""
+    subprocess.run(["podman", "exec", container, "touch", stop_file], check=True)
+    out, _ = client.communicate(timeout=300)
+    assert client.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main_pid(on_host, unit: str = "payment.service") -> int:
     return int(on_host.check_output("systemctl show --property=MainPID --value %s", unit))
 

@@ -28,25 +28,17 @@ GATEWAY = "http://localhost:8082"
 
 # -- the client ---------------------------------------------------------------------------
 def start_client(*targets: str, workers: int = 2) -> subprocess.Popen:
-    tools = lib.copy_tools(STUBS)
     cart_port = lib.lab_vars()["roboshop_cart_port"]
     args = [arg for t in targets for arg in ("--target", t)]
-    client = subprocess.Popen(
-        ["podman", "exec", STUBS, "python3", f"{tools}/careful_client.py", *args,
-         "--cart-url", f"http://localhost:{cart_port}", "--stop-file", STOP_FILE,
-         "--workers", str(workers), "--pause", "0.05", "--give-up", "90"],
-        stdout=subprocess.PIPE, text=True,
+    return lib.start_client(
+        STUBS, "careful_client.py", *args, "--cart-url", f"http://localhost:{cart_port}",
+        "--stop-file", STOP_FILE, "--workers", str(workers), "--pause", "0.05",
+        "--give-up", "90",
     )  # fmt: skip
-    assert client.stdout is not None
-    assert client.stdout.readline().strip() == "READY"
-    return client
 
 
 def stop_client(client: subprocess.Popen) -> dict:
-    subprocess.run(["podman", "exec", STUBS, "touch", STOP_FILE], check=True)
-    out, _ = client.communicate(timeout=300)
-    assert client.returncode == 0, out
-    return json.loads(out.strip().splitlines()[-1])
+    return lib.stop_client(STUBS, client, STOP_FILE)
 
 
 # -- what the phase left behind -------------------------------------------------------------

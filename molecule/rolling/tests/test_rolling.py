@@ -16,25 +16,16 @@ STOP_FILE = "/tmp/pay_client.stop"
 
 
 def start_client() -> subprocess.Popen:
-    tools = lib.copy_tools(STUBS)
     cart_port = lib.lab_vars()["roboshop_cart_port"]
     targets = [arg for h in PAYMENT_HOSTS for arg in ("--target", f"{h}:{lib.PAYMENT_PORT}")]
-    client = subprocess.Popen(
-        ["podman", "exec", STUBS, "python3", f"{tools}/pay_client.py", *targets,
-         "--cart-url", f"http://localhost:{cart_port}", "--stop-file", STOP_FILE,
-         "--workers", "2", "--pause", "0.05"],
-        stdout=subprocess.PIPE, text=True,
+    return lib.start_client(
+        STUBS, "pay_client.py", *targets, "--cart-url", f"http://localhost:{cart_port}",
+        "--stop-file", STOP_FILE, "--workers", "2", "--pause", "0.05",
     )  # fmt: skip
-    assert client.stdout is not None
-    assert client.stdout.readline().strip() == "READY"
-    return client
 
 
 def stop_client(client: subprocess.Popen) -> dict:
-    subprocess.run(["podman", "exec", STUBS, "touch", STOP_FILE], check=True)
-    out, _ = client.communicate(timeout=120)
-    assert client.returncode == 0, out
-    return json.loads(out.strip().splitlines()[-1])
+    return lib.stop_client(STUBS, client, STOP_FILE)
 
 
 def test_rolling_deploy_under_load(payments, stubs):
