@@ -11,6 +11,7 @@
 #   scripts/test.sh lint service    only the named stages (lint, service, controller,
 #                                   molecule:<scenario>)
 #   scripts/test.sh bench           the deploy benchmark (scripts/bench-deploy.sh); never by default
+#   scripts/test.sh bench-cluster   POST /pay through HAProxy, 1 and 2 payment hosts (never by default)
 #
 # Scenarios whose images come from a registry (molecule/rocky: docker.io/rockylinux, run once
 # per release as molecule:rocky9 and molecule:rocky8) run only with ROBOSHOP_REGISTRY=1
@@ -132,6 +133,7 @@ done
 # The benchmark only when asked for by name (it is not a test: it measures).
 for w in "${ONLY[@]}"; do
   [[ $w == bench ]] && stage bench bash scripts/bench-deploy.sh
+  [[ $w == bench-cluster ]] && stage bench-cluster bash scripts/bench-cluster.sh
 done
 
 [[ ${#FAILED_LOGS[@]} -eq 0 ]] || recap_failures

@@ -20,7 +20,7 @@ several --target, attempts rotate over them (a retry goes to the next target).
 
 It prints READY once the first payment has ended, pays until the stop file exists (or
 --duration passes, or SIGTERM), finishes the payments under way, and prints one JSON line:
-{"payments", "attempts", "ok": [{"orderid", "key", "t", "attempts", "replayed"}],
+{"payments", "attempts", "ok": [{"orderid", "key", "t", "attempts", "ms", "replayed"}],
  "failures": [...], "retried_payments", "statuses": {...}, "started", "stopped"}.
 """
 
@@ -141,6 +141,7 @@ class Client:
                                 "key": key,
                                 "t": started,
                                 "attempts": n,
+                                "ms": round((time.time() - started) * 1000, 2),
                                 "replayed": headers.get("Idempotent-Replayed") == "true",
                             }
                         )

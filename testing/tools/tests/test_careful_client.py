@@ -79,7 +79,7 @@ def test_retries_with_the_same_key_until_the_final_answer(fake: str) -> None:
     assert summary["payments"] >= 1 and summary["failures"] == []
     assert len(summary["ok"]) == summary["payments"]
     first = summary["ok"][0]
-    assert first["attempts"] == 4 and first["replayed"] is True
+    assert first["attempts"] == 4 and first["replayed"] is True and first["ms"] > 0
     # every attempt of a payment carries its key, and the request id KEY.n
     rids = Fake.seen[first["key"]]
     assert rids == [f"{first['key']}.{n}" for n in range(1, 5)]
