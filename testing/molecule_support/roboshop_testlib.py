@@ -193,6 +193,19 @@ def take_order(container: str, orderid: str, timeout: float = 15) -> dict:
     return json.loads(out.stdout)
 
 
+def order_problems(paid: set[str], queued: set[str]) -> list[str]:
+    """Every paid order (a 200's orderid) in the queue, and nothing else there."""
+    problems = []
+    missing = paid - queued
+    if missing:
+        problems.append(f"{len(missing)} paid orders not in the queue, e.g. {sorted(missing)[:5]}")
+    extra = queued - paid
+    if extra:
+        # e.g. a payment whose answer was lost in a reset: charged and queued, client told 5xx
+        problems.append(f"{len(extra)} queued orders the client got no 200 for")
+    return problems
+
+
 def fetch_cart(stubs_host, user: str) -> dict:
     v = lab_vars()
     code, text = http(stubs_host, "GET", f"http://localhost:{v['roboshop_cart_port']}/cart/{user}")

@@ -30,45 +30,28 @@ import argparse
 import collections
 import http.client
 import json
-import os
-import signal
 import sys
-import threading
 import time
 import uuid
 from typing import Any
 
+from client_loop import Loop, options, run
+
 UNKNOWN = "charge state is unknown"
 
 
-class Client:
+class Client(Loop):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.targets: list[str] = args.target
-        self.timeout: float = args.timeout
-        self.pause: float = args.pause
+        super().__init__(args)
         self.give_up: float = args.give_up
-        self.stop_file: str | None = args.stop_file
-        self.deadline = time.time() + args.duration if args.duration else None
         self.cart_url: str = args.cart_url
         self.run = uuid.uuid4().hex[:8]
-        self.lock = threading.Lock()
         self.payments = 0
         self.attempts = 0
         self.ok: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.retried = 0
         self.statuses: collections.Counter[str] = collections.Counter()
-        self.stopping = threading.Event()
-        self.first = threading.Event()
-        self.crashed = threading.Event()
-
-    def should_stop(self) -> bool:
-        if self.stopping.is_set():
-            return True
-        asked = bool(self.stop_file) and os.path.exists(self.stop_file)
-        if asked or (self.deadline is not None and time.time() >= self.deadline):
-            self.stopping.set()
-        return self.stopping.is_set()
 
     def cart(self, user: str) -> bytes:
         host, _, port = self.cart_url.removeprefix("http://").partition(":")
@@ -170,57 +153,22 @@ class Client:
         with self.lock:
             self.failures.append({"key": key, "user": user, "t": t, "attempts": attempts, **detail})
 
-    def worker(self, n: int) -> None:
-        try:
-            while not self.should_stop():
-                self.pay_once(n)
-                self.first.set()
-                if self.pause:
-                    time.sleep(self.pause)
-        except BaseException:
-            self.crashed.set()  # a bug here must fail the run, not hide payments
-            self.first.set()
-            raise
+    def summary(self) -> dict[str, Any]:
+        return {
+            "payments": self.payments,
+            "attempts": self.attempts,
+            "ok": self.ok,
+            "failures": self.failures,
+            "retried_payments": self.retried,
+            "statuses": dict(self.statuses),
+        }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", action="append", required=True, help="host:port (repeat)")
-    parser.add_argument("--cart-url", required=True, help="Cart service base URL (http://h:p)")
-    parser.add_argument("--stop-file", help="stop when this file exists")
-    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
-    parser.add_argument("--workers", type=int, default=2, help="concurrent paying clients")
-    parser.add_argument("--pause", type=float, default=0.05, help="seconds between payments")
-    parser.add_argument("--timeout", type=float, default=30, help="per attempt, seconds")
+    parser = options(__doc__.splitlines()[0], pause=0.05)
     parser.add_argument("--give-up", type=float, default=120, help="per payment, seconds")
     args = parser.parse_args()
-    if args.stop_file and os.path.exists(args.stop_file):
-        os.unlink(args.stop_file)
-
-    client = Client(args)
-    signal.signal(signal.SIGTERM, lambda *_: client.stopping.set())
-    started = time.time()
-    threads = [
-        threading.Thread(target=client.worker, args=(n,), daemon=True) for n in range(args.workers)
-    ]
-    for thread in threads:
-        thread.start()
-    client.first.wait(timeout=args.give_up + 5)
-    print("READY", flush=True)
-    for thread in threads:
-        thread.join()
-    summary = {
-        "payments": client.payments,
-        "attempts": client.attempts,
-        "ok": client.ok,
-        "failures": client.failures,
-        "retried_payments": client.retried,
-        "statuses": dict(client.statuses),
-        "started": started,
-        "stopped": time.time(),
-    }
-    print(json.dumps(summary), flush=True)
-    return 1 if client.crashed.is_set() else 0
+    return run(Client(args), args.workers, ready_timeout=args.give_up + 5)
 
 
 if __name__ == "__main__":

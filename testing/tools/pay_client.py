@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
-import signal
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+from client_loop import Loop, options, run
 
 
 def refused(exc: BaseException) -> bool:
@@ -44,34 +43,19 @@ def refused(exc: BaseException) -> bool:
     return False
 
 
-class Client:
+class Client(Loop):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.targets: list[str] = args.target
-        self.timeout: float = args.timeout
-        self.pause: float = args.pause
-        self.stop_file: str | None = args.stop_file
-        self.deadline = time.time() + args.duration if args.duration else None
-        self.lock = threading.Lock()
+        super().__init__(args)
         self.counter = 0
         self.ok: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.refused_retries = 0
         self.by_target = {t: {"ok": 0, "refused": 0, "failed": 0} for t in self.targets}
-        self.stopping = threading.Event()
-        self.first = threading.Event()
         self.cart = self.fetch_cart(args.cart_url)
 
     def fetch_cart(self, base: str) -> dict[str, Any]:
         with urllib.request.urlopen(f"{base}/cart/anonymous-pay-client", timeout=10) as resp:
             return json.loads(resp.read())
-
-    def should_stop(self) -> bool:
-        if self.stopping.is_set():
-            return True
-        asked = bool(self.stop_file) and os.path.exists(self.stop_file)
-        if asked or (self.deadline is not None and time.time() >= self.deadline):
-            self.stopping.set()
-        return self.stopping.is_set()
 
     def post(self, target: str, user: str) -> tuple[int, bytes]:
         request = urllib.request.Request(
@@ -130,50 +114,20 @@ class Client:
             self.failures.append({"target": target, "user": user, "t": t, **detail})
             self.by_target[target]["failed"] += 1
 
-    def worker(self, n: int) -> None:
-        while not self.should_stop():
-            self.pay_once(n)
-            self.first.set()
-            if self.pause:
-                time.sleep(self.pause)
+    def summary(self) -> dict[str, Any]:
+        return {
+            "attempts": self.counter,
+            "ok": self.ok,
+            "failures": self.failures,
+            "refused_retries": self.refused_retries,
+            "by_target": self.by_target,
+        }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", action="append", required=True, help="host:port (repeat)")
-    parser.add_argument("--cart-url", required=True, help="Cart service base URL")
-    parser.add_argument("--stop-file", help="stop when this file exists")
-    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
-    parser.add_argument("--workers", type=int, default=2, help="concurrent paying clients")
-    parser.add_argument("--pause", type=float, default=0.02, help="seconds between payments")
-    parser.add_argument("--timeout", type=float, default=30, help="per request, seconds")
+    parser = options(__doc__.splitlines()[0], pause=0.02)
     args = parser.parse_args()
-    if args.stop_file and os.path.exists(args.stop_file):
-        os.unlink(args.stop_file)
-
-    client = Client(args)
-    signal.signal(signal.SIGTERM, lambda *_: client.stopping.set())
-    started = time.time()
-    threads = [
-        threading.Thread(target=client.worker, args=(n,), daemon=True) for n in range(args.workers)
-    ]
-    for thread in threads:
-        thread.start()
-    client.first.wait(timeout=args.timeout + 5)
-    print("READY", flush=True)
-    for thread in threads:
-        thread.join()
-    summary = {
-        "attempts": client.counter,
-        "ok": client.ok,
-        "failures": client.failures,
-        "refused_retries": client.refused_retries,
-        "by_target": client.by_target,
-        "started": started,
-        "stopped": time.time(),
-    }
-    print(json.dumps(summary), flush=True)
-    return 0
+    return run(Client(args), args.workers, ready_timeout=args.timeout + 5)
 
 
 if __name__ == "__main__":

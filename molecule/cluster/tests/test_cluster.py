@@ -99,12 +99,7 @@ def count(summary: dict, charges: collections.Counter[str], queued: list[dict]) 
     uncharged = [o["key"] for o in ok if charges[o["key"]] != 1]
     if uncharged:
         problems.append(f"{len(uncharged)} 200s without exactly one charge: {uncharged[:5]}")
-    missing = paid.keys() - by_order.keys()
-    if missing:
-        problems.append(f"{len(missing)} paid orders not in the queue: {sorted(missing)[:5]}")
-    extra = by_order.keys() - paid.keys()
-    if extra:
-        problems.append(f"{len(extra)} queued orders the client got no 200 for")
+    problems += lib.order_problems(set(paid), set(by_order))
     ids = collections.Counter(m["message_id"] for m in queued)
     if any(m["message_id"] != m["orderid"] for m in queued):
         problems.append("a message whose message_id is not its orderid")

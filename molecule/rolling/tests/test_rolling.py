@@ -87,13 +87,7 @@ def test_rolling_deploy_under_load(payments, stubs):
     duplicates = {k: n for k, n in queued.items() if n > 1}
     if duplicates:
         problems.append(f"orders queued more than once: {list(duplicates.items())[:5]}")
-    missing = paid.keys() - queued.keys()
-    if missing:
-        problems.append(f"{len(missing)} paid orders not in the queue, e.g. {sorted(missing)[:5]}")
-    extra = queued.keys() - paid.keys()
-    if extra:
-        # e.g. a payment whose answer was lost in a reset: charged and queued, client told 5xx
-        problems.append(f"{len(extra)} queued orders the client got no 200 for")
+    problems += lib.order_problems(set(paid), set(queued))
     assert not problems, "\n".join(problems)
 
 
