@@ -1,9 +1,11 @@
 #!/usr/bin/python
 """Read-only: what the payment role needs to know about a host, in one round trip."""
 
+import glob
 import grp
 import os
 import pwd
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -48,6 +50,15 @@ options:
     type: list
     elements: str
     default: []
+  restart_inputs:
+    description: >-
+      For each unit of units, in the same order, the paths it reads when it starts (unit
+      file, environment file, the release symlink). A unit that is active and started
+      before one of them last changed (or that systemd says needs a daemon-reload) is
+      reported in restart_pending.
+    type: list
+    elements: list
+    default: []
 author: roboshop-payment
 """
 
@@ -86,6 +97,18 @@ unit_states:
   description: For each unit of units, {active, enabled} (ActiveState, UnitFileState).
   type: dict
   returned: always
+restart_pending:
+  description: >-
+    The units that run with older inputs (restart_inputs) than are on disk: a run that
+    wrote them failed (or was stopped) before its restart. In the order of units.
+  type: list
+  returned: always
+backups:
+  description: >-
+    Backup copies (<file>.<pid>.<date>~, the template module's backup) of the files, left
+    by a run that stopped before it removed them.
+  type: list
+  returned: always
 """
 
 
@@ -104,21 +127,42 @@ def file_facts(module, path):
     }
 
 
-def unit_states(module, systemctl, units):
+PROPERTIES = "Id,ActiveState,UnitFileState,ActiveEnterTimestampMonotonic,NeedDaemonReload"
+
+
+def unit_properties(module, systemctl, units):
     if not units or not systemctl:
         return {}
-    _, out, _ = module.run_command(
-        [systemctl, "show", "--property=Id,ActiveState,UnitFileState", "--", *units]
-    )
-    states = {}
+    _, out, _ = module.run_command([systemctl, "show", f"--property={PROPERTIES}", "--", *units])
     # one block per unit, in the order asked, separated by a blank line
-    for unit, block in zip(units, out.strip().split("\n\n")):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        states[unit] = {
-            "active": props.get("ActiveState", ""),
-            "enabled": props.get("UnitFileState", ""),
-        }
-    return states
+    return {
+        unit: dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        for unit, block in zip(units, out.strip().split("\n\n"))
+    }
+
+
+def last_change(path):
+    """mtime of the path itself (a symlink's own, when it was pointed elsewhere), 0 if none."""
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def restart_pending(props, inputs):
+    """Units that are active but started before one of their inputs last changed."""
+    # systemd's timestamps are CLOCK_MONOTONIC, as is time.monotonic(): to wall-clock time
+    boot_offset = time.time() - time.monotonic()
+    pending = []
+    for unit, paths in inputs.items():
+        unit_props = props.get(unit, {})
+        if unit_props.get("ActiveState") != "active":
+            continue  # stopped or failed: its next start reads the files as they are
+        entered = int(unit_props.get("ActiveEnterTimestampMonotonic") or 0) / 1e6 + boot_offset
+        newest = max((last_change(path) for path in paths), default=0.0)
+        if unit_props.get("NeedDaemonReload") == "yes" or newest > entered:
+            pending.append(unit)
+    return pending
 
 
 def main():
@@ -131,6 +175,7 @@ def main():
             "firewalld": {"type": "bool", "default": False},
             "files": {"type": "dict", "default": {}},
             "units": {"type": "list", "elements": "str", "default": []},
+            "restart_inputs": {"type": "list", "elements": "list", "default": []},
         },
         supports_check_mode=True,
     )
@@ -154,6 +199,8 @@ def main():
         rc, out, _ = module.run_command([systemctl, "is-active", "firewalld"])
         firewalld_active = rc == 0 and out.strip() == "active"
 
+    props = unit_properties(module, systemctl, params["units"])
+    pending = restart_pending(props, dict(zip(params["units"], params["restart_inputs"])))
     module.exit_json(
         changed=False,
         current_release=current,
@@ -163,7 +210,14 @@ def main():
         firewalld_active=firewalld_active,
         releases=releases,
         files={name: file_facts(module, path) for name, path in params["files"].items()},
-        unit_states=unit_states(module, systemctl, params["units"]),
+        unit_states={
+            unit: {"active": p.get("ActiveState", ""), "enabled": p.get("UnitFileState", "")}
+            for unit, p in props.items()
+        },
+        restart_pending=pending,
+        backups=sorted(
+            b for path in params["files"].values() for b in glob.glob(glob.escape(path) + ".*~")
+        ),
     )
 
 
