@@ -7,6 +7,8 @@
    does not have: the spec is the one list of a role's variables, the README explains it.
 3. Every variable in a role's defaults/main.yml is in its argument spec, and the other way
    round for every option the spec gives a default.
+4. Every role's README names each `<role>_*` tag its task files set (the tags a run can be
+   limited to: `--tags payment_config`); such a tag is not taken for a variable.
 
 Prints one line per problem (file: what is wrong) and exits 1 if there is any.
 
@@ -60,6 +62,27 @@ def _facts(node: object) -> Iterator[str]:
                 yield from _facts(value)
 
 
+def _tags(node: object) -> Iterator[str]:
+    """Tags a task file sets: `tags:` of tasks, blocks and imports, and include `apply:`."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _tags(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "tags":
+                yield from [value] if isinstance(value, str) else value
+            else:
+                yield from _tags(value)
+
+
+def role_tags(role: Path) -> set[str]:
+    """The `<role>_*` tags of a role's task files."""
+    names: set[str] = set()
+    for path in sorted(role.glob("tasks/*.yml")):
+        names.update(_tags(yaml.safe_load(path.read_text())))
+    return {tag for tag in names if tag.startswith(f"{role.name}_")}
+
+
 def role_variables(role: Path) -> set[str]:
     """What else a role defines: its per-OS vars (vars/*.yml) and the facts it sets."""
     names: set[str] = set()
@@ -90,6 +113,10 @@ def role_problems(role: Path) -> Iterator[str]:
             yield f"{rel}: does not name `{option}` (meta/argument_specs.yml)"
     known = {o for spec in specs.values() for o in spec.get("options", {})}
     known |= role_variables(role)
+    tags = role_tags(role)
+    for tag in sorted(tags - named):
+        yield f"{rel}: does not name the tag `{tag}` (tasks/)"
+    known |= tags
     for word in sorted(named):
         if word.startswith(f"{name}_") and word not in known:
             yield f"{rel}: names `{word}`, which no entry point of the role has"
