@@ -54,10 +54,10 @@ def test_a_restart_left_pending_by_a_failed_run_is_made_by_the_next(payment, stu
 
         run = deploy("-e", json.dumps(marked))
         assert run.rc == 0, "the next run failed (output above)"
-        assert "started before its files last changed" in run.output
         assert lib.main_pid(payment) != pid, (
             "the next run did not restart payment: it still runs with the old secrets file"
         )
+        assert "started before its files last changed" in run.output
         assert leftover_copies(payment) == [], "the previous copies were not removed"
         lib.pays_and_queues(payment, stubs, PAYMENT)
 
