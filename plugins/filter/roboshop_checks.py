@@ -1,0 +1,133 @@
+"""The input rules the roles share, in one place: every role's tasks/validate.yml uses them.
+
+ansible.cfg names this directory (filter_plugins; molecule: ANSIBLE_FILTER_PLUGINS in
+.config/molecule/config.yml). A rule returns what is wrong as the words that follow a
+variable's name ("" when nothing is), so that every message reads "<name> <problem>". A
+secret's rule never shows the value.
+
+    {{ {name: value, ...} | roboshop_problems(rule, names, *args) }}
+        -> ["<name> (<where the inventory sets it>) <problem>", ...] for the values that
+           break the rule: host, port, int (args: minimum), secret, amqp_password,
+           redis_password (args: the refused secrets, [{value, reason}])
+    {{ [a, b] | roboshop_indexed('x', '.port') }}  -> {'x[0].port': a, 'x[1].port': b}
+    {{ name | roboshop_label(names) }}              -> "<name> (<where it is set>)" or "<name>"
+
+`names` is a role's <role>_validate_names, {role variable: where the inventory sets it}
+(group_vars/all.yml fills it); "x[2]" and "x[2].port" fall back to the entry of "x".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+IPV4 = re.compile(rf"^({_OCTET}\.){{3}}{_OCTET}$")
+IPV6 = re.compile(r"^[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}$")
+HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+_INDEXED = re.compile(r"^([A-Za-z0-9_]+)\[[0-9]+\]")
+
+
+def host(value: object) -> str:
+    """A host name, an IPv4 or an IPv6 address (not empty, not a <PLACEHOLDER>)."""
+    if not isinstance(value, str) or not value.strip():
+        return "is empty"
+    if re.search("[<>]", value):
+        return f"is a placeholder ('{value}'): put the real host name or IP there"
+    if not (
+        IPV4.match(value)
+        or IPV6.match(value)
+        or (HOSTNAME.match(value) and not re.match(r"^[0-9.]+$", value))
+    ):
+        return f"is '{value}', not a host name or IP address"
+    return ""
+
+
+def integer(value: object, minimum: int, maximum: int | None = None) -> str:
+    """An integer (or its digits) from minimum (to maximum)."""
+    if isinstance(value, bool) or not re.match(r"^[0-9]+$", str(value)):
+        return f"is '{value}', not an integer"
+    number = int(str(value))
+    if maximum is None and number < minimum:
+        return f"is {value}, not >= {minimum}"
+    if maximum is not None and not minimum <= number <= maximum:
+        return f"is {value}, not in {minimum}-{maximum}"
+    return ""
+
+
+def port(value: object) -> str:
+    """A TCP port: an integer in 1-65535."""
+    return integer(value, 1, 65535)
+
+
+def secret(value: object, refused: Iterable[Mapping] = ()) -> str:
+    """Set (from the vault), not a <PLACEHOLDER>, and none of the refused values (the lab's
+    outside the lab): their reason is given, never the value."""
+    if not isinstance(value, str) or not value:
+        return "is empty or not defined: put it in the vault file (README, Secrets)"
+    if re.match(r"^<.*>$", value):
+        return "is a placeholder"
+    for entry in refused or ():
+        if value == entry["value"]:
+            return f"is {entry['reason']}"
+    return ""
+
+
+def amqp_password(value: object, refused: Iterable[Mapping] = ()) -> str:
+    """An AMQP password: a secret without '$' and not starting with '~'."""
+    problem = secret(value, refused)
+    if not problem and ("$" in value or value.startswith("~")):  # type: ignore[operator]
+        return (
+            "contains '$' or starts with '~': community.rabbitmq.rabbitmq_user would expand it "
+            "(as a shell variable / home directory) and set another password than payment.env "
+            "gets; choose one without"
+        )
+    return problem
+
+
+def redis_password(value: object, refused: Iterable[Mapping] = ()) -> str:
+    """A Redis password: a secret without white space (one line of requirepass)."""
+    problem = secret(value, refused)
+    if not problem and re.search(r"\s", value):  # type: ignore[arg-type]
+        return "contains white space: choose one without"
+    return problem
+
+
+RULES = {
+    "host": host,
+    "port": port,
+    "int": integer,
+    "secret": secret,
+    "amqp_password": amqp_password,
+    "redis_password": redis_password,
+}
+
+
+def label(name: str, names: Mapping | None = None) -> str:
+    """The variable's name, and where the inventory sets it when the role was told."""
+    names = names or {}
+    source = names.get(name)
+    indexed = _INDEXED.match(name)
+    if source is None and indexed:
+        source = names.get(indexed.group(1))
+    return f"{name} ({source})" if source and source != name else name
+
+
+def problems(values: Mapping, rule: str, names: Mapping | None = None, *args) -> list[str]:
+    check = RULES[rule]
+    found = ((name, check(value, *args)) for name, value in values.items())
+    return [f"{label(name, names)} {problem}" for name, problem in found if problem]
+
+
+def indexed(values: Iterable, name: str, suffix: str = "") -> dict:
+    return {f"{name}[{i}]{suffix}": value for i, value in enumerate(values)}
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "roboshop_problems": problems,
+            "roboshop_indexed": indexed,
+            "roboshop_label": label,
+        }
