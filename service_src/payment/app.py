@@ -1,4 +1,11 @@
-"""The WSGI application: routes, JSON errors, one JSON log line per request."""
+"""The WSGI application: routes (a Blueprint), JSON errors, one JSON log line per request.
+
+`create_app(settings)` builds the app and its `Service` and starts nothing: no thread, no
+connection (tests build it in process with fakes). The per-worker resources (the AMQP
+connection and its I/O thread, the drainer) start in the process that serves, after fork:
+`payment.wsgi` starts them when uWSGI loads it in a worker (payment.ini: lazy-apps); the
+routes that need them also start them once per process (`Service.ensure_started`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from . import logs, metrics
@@ -25,6 +32,27 @@ from .validation import (
 
 JSON = "application/json"
 
+bp = Blueprint("payment", __name__)
+
+
+def create_app(settings: Settings | None = None, threads: int = 1, **service: Any) -> Flask:
+    """The app, with its Service registered (`Service.init_app`); nothing starts here.
+    `service` goes to Service (tests pass fake deps, a fake publisher, start_threads=False)."""
+    settings = settings if settings is not None else Settings.from_env()
+    app = Flask("payment")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
+    Service(settings, threads, **service).init_app(app)
+    app.register_blueprint(bp)
+    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
+def _service() -> Service:
+    service: Service = current_app.extensions["payment"]
+    return service
+
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -37,86 +65,81 @@ def _result(result: Result, environ: dict[str, Any]) -> Response:
     return _json(result.status, result.body, result.headers)
 
 
-def create_app(settings: Settings | None = None, threads: int = 1, **service: Any) -> Flask:
-    """The app; no thread starts here (per-worker resources start on first use, after fork).
-    `service` goes to Service (tests pass fake deps and a fake publisher)."""
-    settings = settings if settings is not None else Settings.from_env()
-    app = Flask("payment")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
-    app.url_map.strict_slashes = False
-    app.url_map.merge_slashes = False
-    service = Service(settings, threads, **service)
-    app.extensions["payment"] = service
+# -- errors: every one JSON, for every route of the app (not only this blueprint's) ----------
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    message = {
+        404: "not found",
+        405: "method not allowed",
+        413: f"request body larger than {_service().settings.max_body} bytes",
+    }.get(code, exc.name.lower())
+    request.environ.setdefault("payment.log", {})["error"] = message
+    headers = (
+        {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+    )
+    return _json(code, {"status": "error", "message": message}, headers)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        code = exc.code or 500
-        message = {
-            404: "not found",
-            405: "method not allowed",
-            413: f"request body larger than {settings.max_body} bytes",
-        }.get(code, exc.name.lower())
-        request.environ.setdefault("payment.log", {})["error"] = message
-        headers = (
-            {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
-        )
-        return _json(code, {"status": "error", "message": message}, headers)
 
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response:
-        app.logger.exception("unhandled error")
-        request.environ.setdefault("payment.log", {})["error"] = type(exc).__name__
-        return _json(500, {"status": "error", "message": "internal error"})
+@bp.app_errorhandler(Exception)
+def unexpected(exc: Exception) -> Response:
+    current_app.logger.exception("unhandled error")
+    request.environ.setdefault("payment.log", {})["error"] = type(exc).__name__
+    return _json(500, {"status": "error", "message": "internal error"})
 
-    @app.post("/pay/<user_id>")
-    def pay(user_id: str) -> Response:
-        environ = request.environ
-        service.ensure_started()
-        length = request.content_length
-        if length is not None and length > settings.max_body:
-            _discard(environ["wsgi.input"], length)  # keep the connection sane for the client
-            return _result(
-                error(413, f"request body larger than {settings.max_body} bytes"), environ
-            )
-        if not valid_id(user_id):
-            return _result(error(400, "invalid id"), environ)
-        if request.mimetype != JSON:
-            return _result(error(415, "Content-Type must be application/json"), environ)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not valid_key(key):
-            return _result(error(400, "invalid Idempotency-Key"), environ)
-        try:
-            cart = check_cart(parse_json(request.get_data(cache=False)))
-        except Invalid as exc:
-            result = error(400, "cart not valid", detail=str(exc))
-            metrics.PAYMENTS.labels("invalid").inc()
-            return _result(result, environ)
-        result = service.pay(user_id, cart, key, environ["payment.request_id"])
-        if not result.log.get("replay"):
-            metrics.PAYMENTS.labels(_outcome(result)).inc()
+
+# -- routes -----------------------------------------------------------------------------------
+@bp.post("/pay/<user_id>")
+def pay(user_id: str) -> Response:
+    environ = request.environ
+    service = _service()
+    settings = service.settings
+    service.ensure_started()
+    length = request.content_length
+    if length is not None and length > settings.max_body:
+        _discard(environ["wsgi.input"], length)  # keep the connection sane for the client
+        return _result(error(413, f"request body larger than {settings.max_body} bytes"), environ)
+    if not valid_id(user_id):
+        return _result(error(400, "invalid id"), environ)
+    if request.mimetype != JSON:
+        return _result(error(415, "Content-Type must be application/json"), environ)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not valid_key(key):
+        return _result(error(400, "invalid Idempotency-Key"), environ)
+    try:
+        cart = check_cart(parse_json(request.get_data(cache=False)))
+    except Invalid as exc:
+        result = error(400, "cart not valid", detail=str(exc))
+        metrics.PAYMENTS.labels("invalid").inc()
         return _result(result, environ)
+    result = service.pay(user_id, cart, key, environ["payment.request_id"])
+    if not result.log.get("replay"):
+        metrics.PAYMENTS.labels(_outcome(result)).inc()
+    return _result(result, environ)
 
-    @app.get("/health/live")
-    def live() -> Response:
-        return _json(200, {"status": "ok"})
 
-    @app.get("/health")
-    def health() -> Response:
-        service.ensure_started()
-        status, body = service.health()
-        return _json(status, body)
+@bp.get("/health/live")
+def live() -> Response:
+    return _json(200, {"status": "ok"})
 
-    @app.get("/metrics")
-    def metrics_view() -> Response:
-        service.ensure_started()
-        best = request.accept_mimetypes.best_match([metrics.CONTENT_TYPE.split(";")[0], JSON])
-        if best == JSON and request.accept_mimetypes[JSON] > request.accept_mimetypes["text/plain"]:
-            return _json(200, metrics.summary(service.started))
-        body = metrics.exposition(service.records.counts)
-        return Response(body, mimetype=None, content_type=metrics.CONTENT_TYPE)
 
-    app.wsgi_app = RequestLog(app.wsgi_app)  # type: ignore[method-assign]
-    return app
+@bp.get("/health")
+def health() -> Response:
+    service = _service()
+    service.ensure_started()
+    status, body = service.health()
+    return _json(status, body)
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    service = _service()
+    service.ensure_started()
+    best = request.accept_mimetypes.best_match([metrics.CONTENT_TYPE.split(";")[0], JSON])
+    if best == JSON and request.accept_mimetypes[JSON] > request.accept_mimetypes["text/plain"]:
+        return _json(200, metrics.summary(service.started))
+    body = metrics.exposition(service.records.counts)
+    return Response(body, mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 
 def _discard(stream: Any, length: int) -> None:
@@ -169,17 +192,15 @@ class RequestLog:
         try:
             return self.app(environ, start)
         finally:
-            path = environ.get("PATH_INFO", "")
-            if True:
-                logs.emit(
-                    {
-                        "level": "info",
-                        "msg": "request",
-                        "request_id": rid,
-                        "method": environ.get("REQUEST_METHOD"),
-                        "path": path[:200],
-                        "status": int(seen[0][:3]) if seen else 0,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                        **entry,
-                    }
-                )
+            logs.emit(
+                {
+                    "level": "info",
+                    "msg": "request",
+                    "request_id": rid,
+                    "method": environ.get("REQUEST_METHOD"),
+                    "path": environ.get("PATH_INFO", "")[:200],
+                    "status": int(seen[0][:3]) if seen else 0,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    **entry,
+                }
+            )

@@ -89,8 +89,10 @@ class Settings:
     delay_ms: int = 0
     amqp_host: str = "rabbitmq"  # one host, or several separated by commas (amqp_hosts)
     amqp_port: int = 5672
-    amqp_user: str = "guest"
-    amqp_pass: str = "guest"
+    # The payment role's user; the password has no default: AMQP_PASS must be set
+    # (check_amqp_credentials, when the service is built).
+    amqp_user: str = "roboshop"
+    amqp_pass: str = ""
     amqp_vhost: str = "/"
     amqp_exchange: str = "robot-shop"
     amqp_queue: str = "orders"
@@ -109,7 +111,7 @@ class Settings:
     health_cache: float = 2.0
     outbox_poll: float = 1.0
     outbox_max: int = 100000
-    health_require_broker: bool = False
+    health_require_broker: bool = True  # as the payment role sets it
     log_level: str = "INFO"
 
     @classmethod
@@ -148,9 +150,22 @@ class Settings:
             health_cache=_float(e, "PAYMENT_HEALTH_CACHE", d.health_cache),
             outbox_poll=_float(e, "PAYMENT_OUTBOX_POLL", d.outbox_poll, 0.01),
             outbox_max=_int(e, "PAYMENT_OUTBOX_MAX", d.outbox_max, 1),
-            health_require_broker=_bool(e, "PAYMENT_HEALTH_REQUIRE_BROKER", False),
+            health_require_broker=_bool(
+                e, "PAYMENT_HEALTH_REQUIRE_BROKER", d.health_require_broker
+            ),
             log_level=_str(e, "PAYMENT_LOG_LEVEL", d.log_level).upper(),
         )
+
+    def check_amqp_credentials(self) -> None:
+        """ConfigError when AMQP_PASS is unset or empty: the broker password has no default
+        (no guest/guest; RabbitMQ refuses guest from other hosts, the payment role deletes it).
+        Checked when the service is built (Service) and by `payment.ops republish`, not by
+        from_env: reading the settings (`payment.ops list`) needs no broker."""
+        if not self.amqp_pass:
+            raise ConfigError(
+                f"AMQP_PASS is not set: the password of the broker user {self.amqp_user!r} "
+                "(AMQP_USER) has no default"
+            )
 
     @property
     def pending_age(self) -> float:

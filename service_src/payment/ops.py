@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .records import CHARGED, STATES, UNKNOWN, Record, Records
 
 ALIASES = {"undelivered": (CHARGED,), "all": STATES}
@@ -109,6 +109,12 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     )
     args = parser.parse_args(argv)
     settings = settings or Settings.from_env()
+    if args.command == "republish":
+        try:
+            settings.check_amqp_credentials()  # before any record changes
+        except ConfigError as exc:
+            print(f"payment.ops: {exc}", file=sys.stderr)
+            return 2
     records = Records(args.state_dir or settings.state_dir)
 
     if args.command == "list":

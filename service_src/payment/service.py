@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .amqp import ABANDONED, CONFIRMED, FAILED, Publisher, Ticket
@@ -29,6 +29,9 @@ from .records import CHARGED, DECLINED, DELIVERED, PENDING, UNKNOWN, Record, Rec
 from .records import FAILED as NOT_REACHED
 from .redisstore import RedisStore
 from .validation import canonical, units
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("payment")
 
@@ -91,6 +94,8 @@ class Service:
         publisher_factory: PublisherFactory | None = None,
         start_threads: bool = True,
     ) -> None:
+        if publisher_factory is None:  # the real broker: no password, no service (ConfigError)
+            settings.check_amqp_credentials()
         self.settings = settings
         self.threads = threads
         self.started = time.time()
@@ -112,8 +117,17 @@ class Service:
         self.publisher: Publisher
         self.drainer: Drainer
 
-    # -- per-process resources (created after fork) -------------------------------------
+    # -- the app and the per-process resources (created after fork) --------------------
+    def init_app(self, app: Flask) -> None:
+        """Register with a Flask app (`app.extensions["payment"]`). Starts nothing: the
+        process that serves calls `ensure_started` (payment.wsgi, in each uWSGI worker)."""
+        app.extensions["payment"] = self
+
     def ensure_started(self) -> None:
+        """Start this process's resources, once per process: the AMQP publisher (its
+        connection and I/O thread) and the drainer (its thread), both threads only with
+        start_threads. Call it in the process that serves; like the Service itself (its
+        SQLite connections, its pid as the records' owner), after fork."""
         if self._pid == os.getpid():
             return
         with self._start_lock:

@@ -26,8 +26,7 @@ STUBS = ROOT / "testing" / "stubs" / "roboshop_stubs.py"
 UWSGI = Path(sys.executable).with_name("uwsgi")
 # in-process tests import payment.metrics (multiprocess mode reads this at import)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="payment-metrics-"))
-sys.path.insert(0, str(SERVICE_SRC))  # the payment package, for the client-level tests
-sys.path.insert(0, str(ROOT / "testing"))  # testkit
+# the payment package and testkit are importable: pyproject.toml's pythonpath (pytest)
 from testkit import (  # noqa: E402  (CART, free_port, wait_port: re-exported to the tests)
     CART,
     free_port,

@@ -12,18 +12,37 @@ Faults are injected per step; `Ledger.check` asserts the money invariant:
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from conftest import CART
 from payment.amqp import CONFIRMED, FAILED, UNCERTAIN, Ticket
 from payment.app import create_app
 from payment.config import Settings
 from payment.deps import DependencyError
 from payment.records import CHARGED, DELIVERED, PENDING, UNKNOWN
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No socket may connect anywhere (the broker, a stub, any host): the in-process tier
+    needs no network. An attempt raises, and fails the test even where the service catches
+    the error (a health probe, a publish)."""
+    tried: list[Any] = []
+
+    def refused(self: socket.socket, address: Any, *args: Any) -> Any:
+        tried.append(address)
+        raise ConnectionRefusedError(f"in-process test: no connection to {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refused)
+    monkeypatch.setattr(socket.socket, "connect_ex", refused)
+    yield
+    assert tried == [], f"an in-process test tried to connect to {tried}"
 
 
 class Gateway:

@@ -44,7 +44,16 @@ OUTAGES = {
 
 @pytest.fixture(scope="module")
 def hb_payment(rabbitmq: None, stubs: Stubs) -> Iterator[Payment]:
-    payment = make_payment(stubs, AMQP_HEARTBEAT="2", PAYMENT_PROCESSES="2", PAYMENT_THREADS="4")
+    # ready through the outage (orders wait as `charged` records): the test reads /health
+    # right after it, while a worker may still be in its reconnect backoff (the default, true,
+    # would answer 503 until then)
+    payment = make_payment(
+        stubs,
+        AMQP_HEARTBEAT="2",
+        PAYMENT_PROCESSES="2",
+        PAYMENT_THREADS="4",
+        PAYMENT_HEALTH_REQUIRE_BROKER="false",
+    )
     payment.start()
     yield payment
     payment.stop()

@@ -14,7 +14,6 @@ from conftest import CART
 from inproc import World, check
 from payment import metrics
 from payment.records import CHARGED, DELIVERED, PENDING, UNKNOWN
-from payment.service import fingerprint
 from payment.validation import MAX_QTY
 
 
@@ -211,15 +210,6 @@ def test_worker_killed_in_the_charge_becomes_unknown() -> None:
     assert records.get("o-1").state == UNKNOWN
     world.drain()
     assert world.broker.queue == []  # never published blindly
-
-
-def test_409_carries_retry_after() -> None:
-    world = World()
-    store = world.service.idempotency
-    store.begin("stan k1", fingerprint("stan", CART))  # another request holds the key
-    reply = world.pay("stan", key="k1")
-    assert reply.status == 409
-    assert int(reply.headers["Retry-After"]) >= 1
 
 
 def test_a_pending_record_of_the_key_is_in_flight() -> None:

@@ -20,6 +20,8 @@ def setup(rabbitmq: None):
     settings = Settings(
         state_dir=tempfile.mkdtemp(prefix="payment-ops-"),
         amqp_host="127.0.0.1",
+        amqp_user="guest",  # the local test broker's user (the defaults are the role's)
+        amqp_pass="guest",
         amqp_exchange=f"test-ops-{tag}",
         amqp_queue=f"test-ops-orders-{tag}",
     )

@@ -1,5 +1,5 @@
 """Checks of a RabbitMQ cluster deployed by the rabbitmq role, for a molecule `cluster`
-scenario's tests (conftest puts this directory on sys.path) or by hand:
+scenario's tests (the project's pytest.ini puts this directory on pytest's pythonpath) or by hand:
 
     .venv/bin/python testing/molecule_support/rabbitmq_cluster.py CONTAINER CONTAINER ...
 

@@ -1,5 +1,5 @@
-"""Helpers shared by the molecule scenarios' testinfra tests (each conftest puts this
-directory on sys.path).
+"""Helpers shared by the molecule scenarios' testinfra tests (imported as a module: the
+project's pytest.ini puts this directory on pytest's pythonpath).
 
 Hosts are reached through testinfra's podman backend (one `podman exec` per command), never
 through molecule's Ansible backend. Tests that deploy call the real `ansible-playbook` with the

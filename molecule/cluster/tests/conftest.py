@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "testing/molecule_support"))
-
 import roboshop_testlib as lib
 
 LB = "cl-lb"

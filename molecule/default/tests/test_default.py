@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from conftest import http
+from roboshop_testlib import http
 
 PAYMENT_PORT = 8080
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 from conftest import PROJECT
-
-sys.path.insert(0, str(PROJECT / "roles/payment/files"))
 from wheel_hashes import read_lock
 
 LOCK = PROJECT / "service_src/requirements.lock"

@@ -1,0 +1,118 @@
+"""Building the app in process: `create_app` starts nothing (no thread, no connection), the
+per-worker resources start once per process, the settings' defaults agree with the payment
+role's, and pyproject.toml declares requirements.txt's dependencies. No RabbitMQ, no socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+import yaml
+from inproc import (
+    FakeBroker,
+    FakeDeps,
+    FakePublisher,
+    World,
+    offline,  # noqa: F401  (a fixture, used by pytestmark)
+)
+from payment import __version__, ops
+from payment.app import create_app
+from payment.config import ConfigError, Settings
+from payment.records import CHARGED, Records
+
+pytestmark = pytest.mark.usefixtures("offline")
+
+SERVICE_SRC = Path(__file__).resolve().parents[1]
+ROLE_DEFAULTS = SERVICE_SRC.parent / "roles" / "payment" / "defaults" / "main.yml"
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(state_dir=tempfile.mkdtemp(prefix="payment-inproc-"), **overrides)
+
+
+def test_building_the_app_starts_nothing() -> None:
+    """The real Service (real Deps and Publisher): no thread, no connection until started."""
+    before = set(threading.enumerate())
+    app = create_app(settings(amqp_pass="secret"), threads=4)
+    service = app.extensions["payment"]
+    client = app.test_client()
+    assert client.get("/health/live").get_json() == {"status": "ok"}  # touches nothing
+    assert set(threading.enumerate()) == before
+    assert not hasattr(service, "publisher") and not hasattr(service, "drainer")
+
+
+def test_the_resources_start_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[FakePublisher] = []
+    broker = FakeBroker()
+
+    def factory(*_a: object, **_k: object) -> FakePublisher:
+        made.append(FakePublisher(broker))
+        return made[-1]
+
+    app = create_app(settings(), deps=FakeDeps(), publisher_factory=factory, start_threads=False)
+    service = app.extensions["payment"]
+    client = app.test_client()
+    assert made == []
+    assert client.get("/health").status_code == 200  # a route that needs them starts them
+    service.ensure_started()
+    assert len(made) == 1 and service.publisher is made[0]
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)  # as in a forked child
+    service.ensure_started()
+    assert len(made) == 2 and service.publisher is made[1]
+
+
+def test_no_broker_password_no_service() -> None:
+    with pytest.raises(ConfigError, match=r"^AMQP_PASS is not set") as raised:
+        create_app(settings())
+    assert "'roboshop' (AMQP_USER)" in str(raised.value)
+    with pytest.raises(ConfigError, match="AMQP_PASS"):
+        create_app(Settings.from_env({"AMQP_PASS": "", "PAYMENT_STATE_DIR": "/nonexistent"}))
+    # with a fake broker (the tests) no password is needed
+    World()
+
+
+def test_ops_republish_without_a_password_changes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s = settings()
+    records = Records(s.state_dir)
+    records.create("o-1", "stan", "k1", "fp", b'{"orderid": "o-1"}', "req-1")
+    assert records.charged("o-1", 0.0)
+    assert ops.main(["list", "--state", "charged"], s) == 0  # reading needs no broker
+    assert "o-1" in capsys.readouterr().out
+    assert ops.main(["republish", "o-1"], s) == 2
+    assert "AMQP_PASS is not set" in capsys.readouterr().err
+    assert records.get("o-1").state == CHARGED
+
+
+def test_defaults_agree_with_the_payment_role() -> None:
+    """The role sets every one of these explicitly; run alone, the service behaves the same."""
+    role = yaml.safe_load(ROLE_DEFAULTS.read_text())
+    defaults = Settings.from_env({})
+    assert defaults.amqp_user == role["payment_amqp_user"] == "roboshop"
+    assert defaults.amqp_pass == ""  # no default password: required at start (above)
+    assert defaults.health_require_broker is role["payment_health_require_broker"] is True
+    assert (
+        Settings.from_env({"PAYMENT_HEALTH_REQUIRE_BROKER": "false"}).health_require_broker is False
+    )
+
+
+def test_pyproject_declares_requirements_txt() -> None:
+    """pyproject.toml's dependencies are requirements.txt's lines (the deploy input)."""
+    project = tomllib.loads((SERVICE_SRC / "pyproject.toml").read_text())["project"]
+    lines = (SERVICE_SRC / "requirements.txt").read_text().splitlines()
+    required = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+    def normalized(specs: list[str]) -> list[str]:
+        return sorted(re.sub(r"[-_.]+", "-", spec.lower()) for spec in specs)
+
+    assert normalized(project["dependencies"]) == normalized(required)
+    assert project["dynamic"] == ["version"] and __version__
+    assert project["requires-python"] == ">=3.9"
