@@ -7,7 +7,7 @@ secret's rule never shows the value.
 
     {{ {name: value, ...} | roboshop_problems(rule, names, *args) }}
         -> ["<name> (<where the inventory sets it>) <problem>", ...] for the values that
-           break the rule: host, port, int (args: minimum), secret, amqp_password,
+           break the rule: host, port, int (args: minimum), path, account, secret, amqp_password,
            redis_password (args: the refused secrets, [{value, reason}])
     {{ [a, b] | roboshop_indexed('x', '.port') }}  -> {'x[0].port': a, 'x[1].port': b}
     {{ name | roboshop_label(names) }}              -> "<name> (<where it is set>)" or "<name>"
@@ -56,6 +56,23 @@ def integer(value: object, minimum: int, maximum: int | None = None) -> str:
     return ""
 
 
+def path(value: object) -> str:
+    """An absolute directory path other than / (no spaces, quotes or control characters:
+    it is written into the unit and the service's environment)."""
+    if not isinstance(value, str) or not value.strip():
+        return "is empty"
+    if not re.match(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$", value) or "/../" in f"{value}/":
+        return f"is '{value}', not an absolute path (letters, digits, . _ - and /; not /)"
+    return ""
+
+
+def account(value: object) -> str:
+    """A system user or group name (useradd's portable shape)."""
+    if not isinstance(value, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        return f"is '{value}', not a user or group name (a-z, 0-9, _ and -, at most 32)"
+    return ""
+
+
 def port(value: object) -> str:
     """A TCP port: an integer in 1-65535."""
     return integer(value, 1, 65535)
@@ -98,6 +115,8 @@ RULES = {
     "host": host,
     "port": port,
     "int": integer,
+    "path": path,
+    "account": account,
     "secret": secret,
     "amqp_password": amqp_password,
     "redis_password": redis_password,

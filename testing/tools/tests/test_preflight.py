@@ -210,13 +210,27 @@ CASES = {
     "lb-port": Case(
         {"roboshop_loadbalancer_port": 0}, [("lab-lb", ["roboshop_loadbalancer_port", "1-65535"])]
     ),
+    # the shared layout (group_vars/all.yml feeds roboshop_base and payment from these)
+    "layout": Case(
+        {"roboshop_app_dir": "app", "roboshop_service_user": "Roboshop User"},
+        [
+            ("lab-payment", ["roboshop_app_dir", "not an absolute path"]),
+            ("lab-payment", ["roboshop_service_user", "not a user or group name"]),
+        ],
+    ),
+    # an inventory that still sets the removed switch is told where the choice went
+    "build-tools-removed": Case(
+        {"python_runtime_build_tools": True},
+        [("lab-payment", ["python_runtime_build_tools", "python_runtime_extra_packages"])],
+    ),
 }
 # The cases run together where their changes do not overlap: a run lists every host's
 # problems at once, so each case's line is in its run's one refusal (about 1.5 s a run).
 RUNS = [
     ["placeholder", "malformed-port", "malformed-host", "backend-unknown", "gateway-not-a-url",
      "artifact-without-checksum", "amqp-port", "amqp-user-guest", "cookie-shape",
-     "amqp-vhost-empty", "amqp-users-guest", "lb-server-address", "lb-port"],
+     "amqp-vhost-empty", "amqp-users-guest", "lb-server-address", "lb-port", "layout",
+     "build-tools-removed"],
     ["lab-password-outside-lab", "python36-without-artifact", "sqlite-with-two-payment-hosts",
      "ansible-host-placeholder", "broker-list-entry"],
     ["redis-password-white-space", "redis-port"],
