@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,9 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="payme
 # the payment package and testkit are importable: pyproject.toml's pythonpath (pytest)
 from testkit import (  # noqa: E402  (CART, free_port, wait_port: re-exported to the tests)
     CART,
+    activated,
     free_port,
+    listening_socket,
     start_local_rabbitmq,
     wait_port,
 )
@@ -223,6 +226,10 @@ class Payment:
     env: dict[str, str]
     proc: subprocess.Popen | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # systemd socket activation, emulated: the test holds the listening socket (as
+    # payment.socket does) and uWSGI inherits it as fd 3 with LISTEN_FDS/LISTEN_PID; it
+    # outlives stop() and start(), so connections made in between wait in its queue
+    listener: socket.socket | None = None
 
     def pay(
         self,
@@ -246,15 +253,25 @@ class Payment:
     def messages(self) -> list[tuple[pika.BasicProperties, dict[str, Any]]]:
         return drain_queue(self.queue)
 
+    def activate(self) -> None:
+        """Hold the listening socket from now on, as systemd's payment.socket does: start()
+        hands it to uWSGI the way systemd does (fd 3, LISTEN_FDS=1, LISTEN_PID)."""
+        self.listener = listening_socket(self.port, self.env.get("PAYMENT_BIND") or "0.0.0.0")
+
     def start(self) -> None:
         out = self.log.open("ab")
+        argv = [str(UWSGI), "--ini", str(SERVICE_SRC / "payment.ini")]
+        pass_fds: tuple[int, ...] = ()
+        if self.listener is not None:
+            argv, pass_fds = activated(self.listener, argv)
         self.proc = subprocess.Popen(
-            [str(UWSGI), "--ini", str(SERVICE_SRC / "payment.ini")],
+            argv,
             cwd=SERVICE_SRC,
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         wait_port(self.port, timeout=20)
         deadline = time.monotonic() + 20
@@ -273,6 +290,15 @@ class Payment:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        self.proc = None
+
+    def stop_gracefully(self, timeout: float = 60.0) -> None:
+        """`q` on the master FIFO (as the unit's ExecStop): each worker finishes its requests,
+        then uWSGI exits. Needs PAYMENT_MASTER_FIFO in the environment."""
+        assert self.proc is not None
+        with open(self.env["PAYMENT_MASTER_FIFO"], "w") as fifo:
+            fifo.write("q")
+        self.proc.wait(timeout)
         self.proc = None
 
     def wait_outbox_empty(self, timeout: float = 60.0) -> None:

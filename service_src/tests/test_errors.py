@@ -134,6 +134,26 @@ def test_body_over_uwsgi_limit_is_dropped_unread(payment: Payment, fresh_stubs: 
     nothing_charged(fresh_stubs, payment)
 
 
+@pytest.mark.parametrize(
+    ("path", "ctype", "status"),
+    [
+        ("/pay/bad%20id", "application/json", 400),  # answered before the body is read
+        ("/pay/anonymous-1", "text/plain", 415),
+        ("/pay/a/b", "application/json", 404),
+    ],
+)
+def test_an_answer_given_before_the_body_is_read_reaches_the_client(
+    payment: Payment, path: str, ctype: str, status: int
+) -> None:
+    # Without the app reading what is left of the body (app._drain), the worker closed its
+    # connection with bytes unread, and uWSGI's HTTP router dropped the answer: 0.6 % of such
+    # requests got a closed connection instead (with the workers parsing HTTP: none).
+    body = json.dumps(CART).encode()
+    for _ in range(400):
+        reply = request(payment.port, "POST", path, body, {"Content-Type": ctype})
+        assert reply.status == status, reply.raw
+
+
 @pytest.mark.parametrize("ctype", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_not_json_content_type_is_415(
     payment: Payment, fresh_stubs: Stubs, ctype: str | None

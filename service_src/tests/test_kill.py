@@ -34,9 +34,12 @@ def one_worker(rabbitmq: None, stubs: Stubs, fresh_stubs: Stubs) -> Iterator[Pay
 
 
 def worker_pids(payment: Payment) -> list[int]:
+    """The master's workers (its other child is the HTTP router, "payment uWSGI http 1")."""
     assert payment.proc is not None
     out = subprocess.run(
-        ["pgrep", "-P", str(payment.proc.pid)], capture_output=True, text=True
+        ["pgrep", "-P", str(payment.proc.pid), "-f", "uWSGI worker"],
+        capture_output=True,
+        text=True,
     ).stdout.split()
     return [int(pid) for pid in out]
 
