@@ -12,6 +12,16 @@ Goals: 1 client p50 <= 1.5x floor; 32 clients p99 <= 2x p50.
 
 The load generator is lean on purpose (raw keep-alive sockets, pre-built requests, in
 separate processes) so that it steals as little CPU as possible from the service.
+
+Two more measurements, per version, after the load levels (both off by default):
+  --slow 48,48    a normal client paying (a connection per request) while 48 connections
+                  trickle their headers a byte a second and 48 keep-alive ones sit idle
+                  (testing/slowload.py; a third number: connections that trickle a body):
+                  its answers' times, and how many got none in time;
+  --restarts 3    systemd socket activation, emulated (the bench holds the listening socket,
+                  as payment.socket does), 4 clients paying while uWSGI is stopped
+                  gracefully (`q` on the master FIFO, as the unit's ExecStop) and started
+                  again, N times: the payments that failed, and how.
 """
 
 from __future__ import annotations
@@ -37,9 +47,12 @@ import pika
 SERVICE_SRC = Path(__file__).resolve().parents[1]
 ROOT = SERVICE_SRC.parent
 sys.path.insert(0, str(ROOT / "testing"))
+from slowload import SlowLoad  # noqa: E402
 from testkit import (  # noqa: E402
     CART,
+    activated,
     free_port,
+    listening_socket,
     local_rabbitmq_pid,
     start_local_rabbitmq,
     wait_port,
@@ -54,10 +67,11 @@ BODY = json.dumps(CART).encode()
 class Client:
     """A minimal HTTP/1.1 keep-alive client: one socket, pre-built requests."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
+    def __init__(self, port: int, timeout: float | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
+        self.body = b""
 
     def call(self, raw: bytes) -> int:
         self.sock.sendall(raw)
@@ -77,6 +91,7 @@ class Client:
             if not chunk:
                 raise ConnectionError("closed")
             rest += chunk
+        self.body = rest[:length]
         self.buf = rest[length:]
         return status
 
@@ -225,14 +240,23 @@ def run_load(
 
 
 def start_service(
-    src: Path, ports: dict[str, int], args: argparse.Namespace
+    src: Path,
+    ports: dict[str, int],
+    args: argparse.Namespace,
+    listener: socket.socket | None = None,
+    again: tuple[str, str, Path] | None = None,
 ) -> tuple[subprocess.Popen, int, str, str, Path]:
     """uWSGI serving the service in `src` (a service_src tree) on a free port, its own
-    exchange, queue and state dir: (process, port, exchange, queue, state dir)."""
-    state = Path(tempfile.mkdtemp(prefix="payment-bench-"))
-    tag = uuid.uuid4().hex[:8]
-    exchange, queue = f"bench-shop-{tag}", f"bench-orders-{tag}"
-    port = free_port()
+    exchange, queue and state dir: (process, port, exchange, queue, state dir). With a
+    listener: socket-activated on it (fd 3, LISTEN_FDS), a master FIFO in the state dir;
+    `again`: the (exchange, queue, state dir) of a previous start (a restart)."""
+    if again is None:
+        tag = uuid.uuid4().hex[:8]
+        exchange, queue = f"bench-shop-{tag}", f"bench-orders-{tag}"
+        state = Path(tempfile.mkdtemp(prefix="payment-bench-"))
+    else:
+        exchange, queue, state = again
+    port = listener.getsockname()[1] if listener is not None else free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "CART_HOST": "127.0.0.1",
@@ -258,16 +282,139 @@ def start_service(
             if k.startswith(("PAYMENT_", "AMQP_")) and k not in env
         }
     )
-    log = (state / "uwsgi.log").open("wb")
+    argv = [str(UWSGI), "--ini", str(src / "payment.ini")]
+    pass_fds: tuple[int, ...] = ()
+    if listener is not None:
+        env["PAYMENT_MASTER_FIFO"] = str(state / "master.fifo")
+        argv, pass_fds = activated(listener, argv)
+    log = (state / "uwsgi.log").open("ab")
     uwsgi = subprocess.Popen(
-        [str(UWSGI), "--ini", str(src / "payment.ini")],
+        argv,
         cwd=src,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     return uwsgi, port, exchange, queue, state
+
+
+def stop_service(uwsgi: subprocess.Popen) -> None:
+    uwsgi.send_signal(signal.SIGTERM)  # die-on-term: the master stops its workers
+    try:
+        uwsgi.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(uwsgi.pid, signal.SIGKILL)
+        uwsgi.wait(10)
+
+
+def wait_ready(port: int, timeout: float = 60.0) -> None:
+    """Until GET /health says the broker is connected (a worker answered)."""
+    deadline = time.monotonic() + timeout
+    raw = b"GET /health HTTP/1.1\r\nHost: payment\r\nConnection: close\r\n\r\n"
+    while True:
+        try:
+            client = Client(port, timeout=10)
+            try:
+                client.call(raw)
+                if b'"rabbitmq":"connected"' in client.body.replace(b" ", b""):
+                    return
+            finally:
+                client.sock.close()
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"payment on port {port} not ready")
+        time.sleep(0.2)
+
+
+def slow_phase(port: int, args: argparse.Namespace) -> dict:
+    """A normal client paying, one payment after the other on fresh connections, while
+    slow and idle connections sit on the service (--slow SLOWLORIS,IDLE)."""
+    slowloris, idle, slowbody = [*(int(n) for n in args.slow.split(",")), 0][:3]
+    lat: list[float] = []
+    timeouts = errors = 0
+    with SlowLoad(port, slowloris=slowloris, idle=idle, slowbody=slowbody) as load:
+        time.sleep(3)  # every connection open, the slowloris ones a few bytes in
+        stop_at = time.monotonic() + args.seconds
+        i = 0
+        while time.monotonic() < stop_at:
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                client = Client(port, timeout=args.slow_timeout)
+                try:
+                    status = client.call(pay_request(f"anonymous-slow-{i}", False))
+                finally:
+                    client.sock.close()
+                lat.append(time.perf_counter() - t0)
+                errors += status != 200
+            except TimeoutError:
+                timeouts += 1
+            except OSError:
+                errors += 1
+        held = load.open_count()
+    return {"lat": lat, "timeouts": timeouts, "errors": errors, "held": held}
+
+
+def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) -> dict:
+    """Socket-activated (emulated), 4 clients paying on fresh connections while uWSGI is
+    stopped gracefully (`q` on its master FIFO, as the unit's ExecStop does) and started
+    again on the same socket, args.restarts times (as `systemctl restart`)."""
+    import collections
+    import threading
+
+    listener = listening_socket(free_port())
+    uwsgi, port, exchange, queue, state = start_service(src, ports, args, listener)
+    wait_ready(port)
+    stop = threading.Event()
+    outcomes: collections.Counter = collections.Counter()
+    slowest = [0.0]
+
+    def pay(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                client = Client(port, timeout=30)
+                try:
+                    outcome = str(client.call(pay_request(f"anonymous-rs-{n}-{i}", False)))
+                finally:
+                    client.sock.close()
+            except OSError as exc:
+                outcome = type(exc).__name__  # ConnectionError: closed without an answer
+            outcomes[outcome] += 1
+            slowest[0] = max(slowest[0], time.perf_counter() - t0)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=pay, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    stopped_in = []
+    try:
+        for _ in range(args.restarts):
+            time.sleep(2)
+            t0 = time.monotonic()
+            with open(state / "master.fifo", "w") as fifo:
+                fifo.write("q")
+            uwsgi.wait(60)
+            stopped_in.append(time.monotonic() - t0)
+            uwsgi, *_ = start_service(src, ports, args, listener, (exchange, queue, state))
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        stop_service(uwsgi)
+        listener.close()
+    return {
+        "outcomes": dict(outcomes),
+        "slowest": slowest[0],
+        "stopped_in": stopped_in,
+        "cleanup": (exchange, queue, state),
+    }
 
 
 def checkout(rev: str) -> Path:
@@ -300,8 +447,27 @@ def main() -> int:
         help="also run service_src of this git revision, side by side in the same run "
         "(each load level runs against every version in turn); repeatable",
     )
+    parser.add_argument(
+        "--slow",
+        default="",
+        metavar="SLOWLORIS,IDLE[,SLOWBODY]",
+        help="then, per version, a client paying for --seconds among that many slowloris, "
+        "idle keep-alive (and slow-body) connections (e.g. 48,48)",
+    )
+    parser.add_argument(
+        "--slow-timeout",
+        type=float,
+        default=30.0,
+        help="how long that client waits for an answer (s)",
+    )
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=0,
+        help="then, per version, socket-activated, that many graceful restarts under a paying load",
+    )
     args = parser.parse_args()
-    levels = [int(c) for c in args.clients.split(",")]
+    levels = [int(c) for c in args.clients.split(",") if c]
 
     start_local_rabbitmq()
     ports = {role: free_port() for role in ("cart", "user", "gateway")}
@@ -328,6 +494,8 @@ def main() -> int:
         pika.ConnectionParameters("127.0.0.1", credentials=pika.PlainCredentials("guest", "guest"))
     )
     rows = []
+    slow_rows: list[tuple[str, dict]] = []
+    restart_rows: list[tuple[str, dict]] = []
     try:
         for p in ports.values():
             wait_port(p)
@@ -369,14 +537,17 @@ def main() -> int:
                 )
         # again after the load: the floor drifts with the machine's state within a run
         floor_samples += measure_floor(ports, amqp, exchange, args.keepalive, floor_state, fsyncs)
+        if args.slow:
+            for label, _, port, *_ in services:
+                slow_rows.append((label, slow_phase(port, args)))
+        for label, src in trees if args.restarts else []:
+            result = restart_phase(src, ports, args)
+            restart_rows.append((label, result))
+            services.append((label, None, 0, *result["cleanup"]))
     finally:
         for _, uwsgi, *_ in services:
-            uwsgi.send_signal(signal.SIGTERM)  # die-on-term: the master stops its workers
-            try:
-                uwsgi.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(uwsgi.pid, signal.SIGKILL)
-                uwsgi.wait(10)
+            if uwsgi is not None:
+                stop_service(uwsgi)
         for s in stubs:
             s.terminate()
             s.wait(10)
@@ -422,6 +593,38 @@ def main() -> int:
         "\ngoals: 1 client p50/floor <= 1.5; 32 clients p99/p50 <= 2 and req/s as high as the "
         "2 cores allow"
     )
+    if slow_rows:
+        slowloris, idle, slowbody = [*args.slow.split(","), "0"][:3]
+        print(
+            f"\na client paying on fresh connections for {args.seconds:.0f} s among {slowloris} "
+            f"slowloris connections (a header byte a second), {idle} idle keep-alive ones and "
+            f"{slowbody} slow-body ones (a body byte a second), waiting up to "
+            f"{args.slow_timeout:.0f} s for each answer:"
+        )
+        print(
+            f"{'version':>10} {'answered':>8} {'p50 ms':>8} {'max ms':>9} "
+            f"{'timed out':>9} {'errors':>6}  slow connections still open"
+        )
+        for label, r in slow_rows:
+            lat = r["lat"]
+            p50 = f"{pct(lat, 0.5) * ms:8.2f}" if lat else f"{'-':>8}"
+            top = f"{max(lat) * ms:9.1f}" if lat else f"{'-':>9}"
+            print(
+                f"{label[:10]:>10} {len(lat):>8} {p50} {top} {r['timeouts']:>9} "
+                f"{r['errors']:>6}  {r['held']}"
+            )
+    if restart_rows:
+        print(
+            f"\n{args.restarts} graceful restarts (q on the master FIFO, start again on the same "
+            f"socket) under 4 paying clients, socket-activated (emulated):"
+        )
+        print(f"{'version':>10} {'payments':>8}  outcomes; slowest answer; stop took")
+        for label, r in restart_rows:
+            stops = ", ".join(f"{t:.2f}" for t in r["stopped_in"])
+            print(
+                f"{label[:10]:>10} {sum(r['outcomes'].values()):>8}  {r['outcomes']}; "
+                f"{r['slowest']:.2f} s; {stops} s"
+            )
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 
 
