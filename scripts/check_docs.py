@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import yaml
@@ -47,32 +47,38 @@ def dead_links(path: Path) -> Iterator[str]:
             yield f"{path.relative_to(ROOT)}: dead link {target}"
 
 
-def _facts(node: object) -> Iterator[str]:
-    """Names a task file defines: set_fact keys and registered results."""
+def _walk(node: object, pick: Callable[[str, object], Iterable[str] | None]) -> Iterator[str]:
+    """What pick(key, value) yields for each key of a YAML tree; it returns None to look
+    further down that value instead."""
     if isinstance(node, list):
         for item in node:
-            yield from _facts(item)
+            yield from _walk(item, pick)
     elif isinstance(node, dict):
         for key, value in node.items():
-            if key in ("ansible.builtin.set_fact", "set_fact") and isinstance(value, dict):
-                yield from (k for k in value if k != "cacheable")
-            elif key == "register" and isinstance(value, str):
-                yield value
-            else:
-                yield from _facts(value)
+            picked = pick(key, value)
+            yield from _walk(value, pick) if picked is None else picked
+
+
+def _facts(node: object) -> Iterator[str]:
+    """Names a task file defines: set_fact keys and registered results."""
+
+    def pick(key: str, value: object) -> Iterable[str] | None:
+        if key in ("ansible.builtin.set_fact", "set_fact") and isinstance(value, dict):
+            return (k for k in value if k != "cacheable")
+        return [value] if key == "register" and isinstance(value, str) else None
+
+    return _walk(node, pick)
 
 
 def _tags(node: object) -> Iterator[str]:
     """Tags a task file sets: `tags:` of tasks, blocks and imports, and include `apply:`."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _tags(item)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key == "tags":
-                yield from [value] if isinstance(value, str) else value
-            else:
-                yield from _tags(value)
+
+    def pick(key: str, value: object) -> Iterable[str] | None:
+        if key != "tags":
+            return None
+        return [value] if isinstance(value, str) else value
+
+    return _walk(node, pick)
 
 
 def role_tags(role: Path) -> set[str]:

@@ -8,7 +8,8 @@ project-relative `strategy_plugins` directory instead of a path inside the virtu
 Why: every task otherwise starts a fresh Python on the host and imports Ansible's
 module_utils there again (about 0.2 s a module here, most of a re-run that changes nothing).
 Mitogen keeps one interpreter per host, reached over the same connection (ssh, podman, local),
-and runs every module in it. Off for one run: ANSIBLE_STRATEGY=linear.
+and runs every module in it. Opt-in for one run (ansible.cfg keeps ansible-core's own linear):
+ANSIBLE_STRATEGY=mitogen_linear.
 """
 
 import ansible_mitogen.affinity

@@ -37,6 +37,14 @@ from testkit import (  # noqa: E402  (CART, free_port, wait_port: re-exported to
     wait_port,
 )
 
+# GET /metrics with Accept: application/json: the summary's keys (RoboShop's contract)
+METRICS_SUMMARY_KEYS = {
+    "total_payments",
+    "successful_payments",
+    "failed_payments",
+    "success_rate",
+    "uptime",
+}
 AMQP = pika.ConnectionParameters("127.0.0.1", 5672, "/", pika.PlainCredentials("guest", "guest"))
 
 
