@@ -21,7 +21,8 @@ Two more measurements, per version, after the load levels (both off by default):
   --restarts 3    systemd socket activation, emulated (the bench holds the listening socket,
                   as payment.socket does), 4 clients paying while uWSGI is stopped
                   gracefully (`q` on the master FIFO, as the unit's ExecStop) and started
-                  again, N times: the payments that failed, and how.
+                  again, N times: the payments that failed, how, and when (after `q`), and
+                  the orders the broker got (each charge's; to compare with the 200s).
 """
 
 from __future__ import annotations
@@ -361,7 +362,10 @@ def slow_phase(port: int, args: argparse.Namespace) -> dict:
 def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) -> dict:
     """Socket-activated (emulated), 4 clients paying on fresh connections while uWSGI is
     stopped gracefully (`q` on its master FIFO, as the unit's ExecStop does) and started
-    again on the same socket, args.restarts times (as `systemctl restart`)."""
+    again on the same socket, args.restarts times (as `systemctl restart`). Also: when each
+    failed payment's connection was opened, counted from the last `q`, and the orders the
+    broker received, to compare with the payments answered 200 (a charge whose answer was
+    lost would be an order without a 200)."""
     import collections
     import threading
 
@@ -371,12 +375,15 @@ def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) ->
     stop = threading.Event()
     outcomes: collections.Counter = collections.Counter()
     slowest = [0.0]
+    failed_at: list[float] = []  # when a failed payment's connection was opened (monotonic)
+    q_at: list[float] = []
 
     def pay(n: int) -> None:
         i = 0
         while not stop.is_set():
             i += 1
             t0 = time.perf_counter()
+            opened = time.monotonic()
             try:
                 client = Client(port, timeout=30)
                 try:
@@ -385,6 +392,7 @@ def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) ->
                     client.sock.close()
             except OSError as exc:
                 outcome = type(exc).__name__  # ConnectionError: closed without an answer
+                failed_at.append(opened)
             outcomes[outcome] += 1
             slowest[0] = max(slowest[0], time.perf_counter() - t0)
             time.sleep(0.01)
@@ -397,6 +405,7 @@ def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) ->
         for _ in range(args.restarts):
             time.sleep(2)
             t0 = time.monotonic()
+            q_at.append(t0)
             with open(state / "master.fifo", "w") as fifo:
                 fifo.write("q")
             uwsgi.wait(60)
@@ -409,10 +418,21 @@ def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) ->
             t.join(60)
         stop_service(uwsgi)
         listener.close()
+    amqp = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", credentials=pika.PlainCredentials("guest", "guest"))
+    )
+    try:
+        orders = amqp.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        amqp.close()
+    # each failure's connection, in seconds after the `q` before it
+    after_q = [t - max((q for q in q_at if q <= t), default=t) for t in failed_at]
     return {
         "outcomes": dict(outcomes),
         "slowest": slowest[0],
         "stopped_in": stopped_in,
+        "after_q": sorted(after_q),
+        "orders": orders,
         "cleanup": (exchange, queue, state),
     }
 
@@ -618,12 +638,16 @@ def main() -> int:
             f"\n{args.restarts} graceful restarts (q on the master FIFO, start again on the same "
             f"socket) under 4 paying clients, socket-activated (emulated):"
         )
-        print(f"{'version':>10} {'payments':>8}  outcomes; slowest answer; stop took")
+        print(
+            f"{'version':>10} {'payments':>8} {'orders':>6}  outcomes; slowest answer; stop took;"
+            " the failed ones opened, after q"
+        )
         for label, r in restart_rows:
             stops = ", ".join(f"{t:.2f}" for t in r["stopped_in"])
+            after = f"{r['after_q'][0]:.2f}-{r['after_q'][-1]:.2f} s" if r["after_q"] else "-"
             print(
-                f"{label[:10]:>10} {sum(r['outcomes'].values()):>8}  {r['outcomes']}; "
-                f"{r['slowest']:.2f} s; {stops} s"
+                f"{label[:10]:>10} {sum(r['outcomes'].values()):>8} {r['orders']:>6}  "
+                f"{r['outcomes']}; {r['slowest']:.2f} s; {stops} s; {after}"
             )
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 
