@@ -121,6 +121,15 @@ def connection_parameters(settings: Settings, **options: Any) -> list[pika.Conne
     ]
 
 
+def connect_error(exc: BaseException) -> str:
+    """What went wrong in pika's connection workflow: its last attempt's error (e.g. a TLS
+    certificate verification failure), not the workflow's wrapper, whose str() is empty."""
+    attempts = getattr(exc, "exceptions", ())
+    if attempts:
+        return repr(attempts[-1])
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Publisher:
     def __init__(
         self,
@@ -247,7 +256,7 @@ class Publisher:
         """pika's connection workflow is done: a connection to one of the hosts, or the
         error of the last attempt (every host failed)."""
         if isinstance(result, BaseException):
-            self.last_error = f"connect: {type(result).__name__}: {result}"
+            self.last_error = f"connect: {connect_error(result)}"
             log.warning("amqp connect failed (%s): %s", self.settings.amqp_host, self.last_error)
             if self._ioloop is not None:
                 self._ioloop.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pika
 import pytest
 from inproc import offline  # noqa: F401  (a fixture, used by pytestmark)
-from payment.amqp import connection_parameters, ssl_options
+from payment.amqp import connect_error, connection_parameters, ssl_options
 from payment.config import AMQPS_PORT, ConfigError, Settings
 
 pytestmark = pytest.mark.usefixtures("offline")
@@ -180,3 +180,20 @@ def test_a_certificate_from_another_ca_is_refused(pki: dict[str, Path]) -> None:
     options = _client(pki, "rabbitmq", ca="other_ca")
     with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
         _handshake(options.context, options.server_hostname, pki)
+
+
+def test_a_failed_connection_names_the_certificate_error() -> None:
+    """The log and /health's rabbitmq_error say why: pika's workflow error has an empty
+    str(), its last attempt's error holds the certificate verification failure."""
+    from pika.adapters.utils.connection_workflow import (
+        AMQPConnectionWorkflowFailed,
+        AMQPConnectorTransportSetupError,
+    )
+
+    cause = ssl.SSLCertVerificationError(
+        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer"
+    )
+    failed = AMQPConnectionWorkflowFailed([AMQPConnectorTransportSetupError(cause)])
+    assert str(failed) == ""
+    assert "CERTIFICATE_VERIFY_FAILED" in connect_error(failed)
+    assert connect_error(ConnectionRefusedError("refused")) == "ConnectionRefusedError: refused"
