@@ -34,10 +34,14 @@ PLAY = f"""
         systemd: {{version: 252, features: "+PAM"}}
         cacheable: true
     - ansible.builtin.debug:
-        msg: "{{{{ lookup('ansible.builtin.template', '{PAYMENT}/templates/payment.service.j2') }}}}"
+        msg: "{{{{ lookup('ansible.builtin.template', templates + '/payment.service.j2') }}}}"
+      vars:
+        templates: {PAYMENT}/templates
       when: inventory_hostname == 'lab-payment'
     - ansible.builtin.debug:
-        msg: "{{{{ lookup('ansible.builtin.template', '{RABBITMQ}/templates/rabbitmq.conf.j2') }}}}"
+        msg: "{{{{ lookup('ansible.builtin.template', templates + '/rabbitmq.conf.j2') }}}}"
+      vars:
+        templates: {RABBITMQ}/templates
       when: inventory_hostname == 'lab-rabbitmq'
 """
 CA = "-----BEGIN CERTIFICATE-----\nMIIBlab\n-----END CERTIFICATE-----\n"
