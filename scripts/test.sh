@@ -16,8 +16,6 @@
 # Scenarios whose images come from a registry (molecule/rocky: docker.io/rockylinux, run once
 # per release as molecule:rocky9 and molecule:rocky8) run only with ROBOSHOP_REGISTRY=1
 # (docs/rocky.md); otherwise the table lists them as "off".
-# Opt-in scenarios (molecule/tls: AMQPS with the lab CA) run when named
-# (scripts/test.sh molecule:tls) or with ROBOSHOP_TLS=1; otherwise they are listed as "off".
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -85,7 +83,6 @@ lint() {
 
 # Scenarios that pull their image from a container registry.
 registry_scenario() { [[ $1 == rocky* ]]; }
-optin_scenario() { [[ $1 == tls ]]; }
 
 # Stage names: one per scenario, the parameterised Rocky scenario once per release.
 scenarios() {
@@ -118,13 +115,6 @@ wanted() {
   return 1
 }
 
-# named STAGE: the stage is one of the arguments, by its full name
-named() {
-  local w
-  for w in "${ONLY[@]}"; do [[ $w == "$1" ]] && return 0; done
-  return 1
-}
-
 ONLY=("$@")
 T0=$(now)
 stage bootstrap bash scripts/bootstrap.sh
@@ -136,10 +126,6 @@ for s in $(scenarios); do
   wanted "molecule:$s" || continue
   if registry_scenario "$s" && [[ ${ROBOSHOP_REGISTRY:-0} != 1 ]]; then
     off "molecule:$s" "needs a registry: ROBOSHOP_REGISTRY=1 (docs/rocky.md)"
-    continue
-  fi
-  if optin_scenario "$s" && [[ ${ROBOSHOP_TLS:-0} != 1 ]] && ! named "molecule:$s"; then
-    off "molecule:$s" "opt-in: ROBOSHOP_TLS=1 or scripts/test.sh molecule:$s"
     continue
   fi
   stage "molecule:$s" molecule_test "$s"
