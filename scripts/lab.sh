@@ -10,6 +10,11 @@
 #   scripts/lab.sh hosts   only create or reuse the hosts and provision them (no deploy)
 #   scripts/lab.sh down    remove the hosts and the network
 #   scripts/lab.sh status  show the hosts
+#
+# ROBOSHOP_LAB_TLS=1 scripts/lab.sh up: the same lab with AMQPS (opt-in): the lab CA is made
+# on the controller first (testing/lab/tls-ca.yml, kept in .cache/lab/tls) and site.yml runs
+# with testing/lab/tls-vars.yml (payment connects to rabbitmq:5671 and verifies the broker).
+# Back to plain AMQP: `scripts/lab.sh up` again (the TLS listener then goes away, 5672 stays).
 source "$(dirname "$0")/lib.sh"
 
 NETWORK=roboshop-lab
@@ -69,8 +74,15 @@ up() {
   hosts
   log "stub Cart/User/gateway (test-only play)"
   ansible-playbook -i inventory/lab testing/lab/stubs.yml
-  log "ansible-playbook -i inventory/lab site.yml"
-  ansible-playbook -i inventory/lab site.yml
+  local tls=()
+  if [[ ${ROBOSHOP_LAB_TLS:-0} == 1 ]]; then
+    export ROBOSHOP_LAB_TLS_DIR="$ROOT/.cache/lab/tls"
+    log "the lab CA and the broker's certificate (test-only play, on the controller)"
+    ansible-playbook -i localhost, testing/lab/tls-ca.yml
+    tls=(-e @testing/lab/tls-vars.yml)
+  fi
+  log "ansible-playbook -i inventory/lab site.yml ${tls[*]}"
+  ansible-playbook -i inventory/lab site.yml "${tls[@]}"
   log "proof: /health, a real payment, its order in the queue"
   ansible-playbook -i inventory/lab testing/lab/demo.yml
   log "lab ready in $(elapsed "$t0") s (tear down: scripts/lab.sh down)"

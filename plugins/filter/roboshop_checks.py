@@ -8,7 +8,7 @@ secret's rule never shows the value.
     {{ {name: value, ...} | roboshop_problems(rule, names, *args) }}
         -> ["<name> (<where the inventory sets it>) <problem>", ...] for the values that
            break the rule: host, port, int (args: minimum), path, account, secret, amqp_password,
-           redis_password (args: the refused secrets, [{value, reason}])
+           redis_password (args: the refused secrets, [{value, reason}]), pem_cert, pem_key
     {{ [a, b] | roboshop_indexed('x', '.port') }}  -> {'x[0].port': a, 'x[1].port': b}
     {{ name | roboshop_label(names) }}              -> "<name> (<where it is set>)" or "<name>"
 
@@ -111,6 +111,34 @@ def redis_password(value: object, refused: Iterable[Mapping] = ()) -> str:
     return problem
 
 
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+_PEM_KEY = re.compile(
+    r"-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\s[A-Za-z0-9+/=\s]+-----END ([A-Z]+ )?PRIVATE KEY-----"
+)
+
+
+def pem_cert(value: object) -> str:
+    """PEM certificate(s): the content, not a path (one or more CERTIFICATE blocks)."""
+    if not isinstance(value, str) or not value.strip():
+        return "is empty: put the PEM certificate there (its content, not a path)"
+    if re.match(r"^<.*>$", value.strip()):
+        return "is a placeholder"
+    if not _PEM_CERT.search(value):
+        return "is not a PEM certificate (-----BEGIN CERTIFICATE----- ...; the content, not a path)"
+    return ""
+
+
+def pem_key(value: object) -> str:
+    """A PEM private key (a secret: the value is never shown)."""
+    if not isinstance(value, str) or not value.strip():
+        return "is empty or not defined: put it in the vault file (README, Secrets)"
+    if re.match(r"^<.*>$", value.strip()):
+        return "is a placeholder"
+    if not _PEM_KEY.search(value):
+        return "is not a PEM private key (-----BEGIN PRIVATE KEY----- ...; the content, not a path)"
+    return ""
+
+
 RULES = {
     "host": host,
     "port": port,
@@ -120,6 +148,8 @@ RULES = {
     "secret": secret,
     "amqp_password": amqp_password,
     "redis_password": redis_password,
+    "pem_cert": pem_cert,
+    "pem_key": pem_key,
 }
 
 

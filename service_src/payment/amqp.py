@@ -10,6 +10,10 @@ Several brokers (AMQP_HOST `rabbit1,rabbit2,...`, all on AMQP_PORT): pika's conn
 workflow (`SelectConnection.create_connection`) tries them in order and keeps the first that
 completes the AMQP handshake. After a connection is lost the next attempt starts with the
 host after the lost one (then wraps around), so a dead node is tried last.
+
+AMQPS (AMQP_TLS=true): every host gets pika.SSLOptions with one verifying SSL context (the
+CA of AMQP_CA_FILE, else the system's trust store) and server_hostname = that host, so the
+broker's certificate must chain to the CA *and* name the host as AMQP_HOST lists it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +86,25 @@ class Ticket:
             return self.state
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The client context of AMQPS: certificate and host name verified (CERT_REQUIRED,
+    check_hostname), TLS 1.2 or newer (Python's defaults)."""
+    return ssl.create_default_context(cafile=settings.amqp_ca_file or None)
+
+
+def ssl_options(
+    settings: Settings, host: str, context: ssl.SSLContext | None = None
+) -> pika.SSLOptions | None:
+    """pika's TLS options for one broker host (None without AMQP_TLS): the host name the
+    certificate must name is the host as AMQP_HOST lists it (an IP must be an IP SAN)."""
+    if not settings.amqp_tls:
+        return None
+    return pika.SSLOptions(context or tls_context(settings), server_hostname=host.rstrip("."))
+
+
 def connection_parameters(settings: Settings, **options: Any) -> list[pika.ConnectionParameters]:
-    """One ConnectionParameters per broker host of AMQP_HOST, in its order."""
+    """One ConnectionParameters per broker host of AMQP_HOST, in its order (each with its
+    own SSLOptions under AMQP_TLS)."""
     common: dict[str, Any] = {
         "port": settings.amqp_port,
         "virtual_host": settings.amqp_vhost,
@@ -90,7 +112,22 @@ def connection_parameters(settings: Settings, **options: Any) -> list[pika.Conne
         "connection_attempts": 1,  # one pass over the hosts; the caller retries
         **options,
     }
-    return [pika.ConnectionParameters(host=host, **common) for host in settings.amqp_hosts]
+    context = tls_context(settings) if settings.amqp_tls else None
+    return [
+        pika.ConnectionParameters(
+            host=host, ssl_options=ssl_options(settings, host, context), **common
+        )
+        for host in settings.amqp_hosts
+    ]
+
+
+def connect_error(exc: BaseException) -> str:
+    """What went wrong in pika's connection workflow: its last attempt's error (e.g. a TLS
+    certificate verification failure), not the workflow's wrapper, whose str() is empty."""
+    attempts = getattr(exc, "exceptions", ())
+    if attempts:
+        return repr(attempts[-1])
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Publisher:
@@ -219,7 +256,7 @@ class Publisher:
         """pika's connection workflow is done: a connection to one of the hosts, or the
         error of the last attempt (every host failed)."""
         if isinstance(result, BaseException):
-            self.last_error = f"connect: {type(result).__name__}: {result}"
+            self.last_error = f"connect: {connect_error(result)}"
             log.warning("amqp connect failed (%s): %s", self.settings.amqp_host, self.last_error)
             if self._ioloop is not None:
                 self._ioloop.stop()
@@ -236,7 +273,10 @@ class Publisher:
         if self._stopping:
             conn.close()
             return
-        log.info("amqp connected to %s:%s", host, self.settings.amqp_port)
+        log.info(
+            "amqp connected to %s:%s%s", host, self.settings.amqp_port,
+            " (TLS)" if self.settings.amqp_tls else "",
+        )  # fmt: skip
         self._on_open(conn)
 
     def _on_open(self, conn: pika.SelectConnection) -> None:

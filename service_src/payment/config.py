@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -79,6 +80,34 @@ def host_list(env: Mapping[str, str], name: str, default: str) -> str:
     return ",".join(hosts)
 
 
+AMQPS_PORT = 5671
+
+
+def tls_ca_file(env: Mapping[str, str], tls: bool) -> str:
+    """AMQP_CA_FILE: the CA certificates (PEM) the broker's certificate must chain to, with
+    AMQP_TLS on; empty = the system's trust store. Loaded here once, so that a missing,
+    unreadable or non-PEM file stops the service at start (ConfigError naming the file)
+    instead of every connection failing later. Set with AMQP_TLS off, it is refused: the
+    connection would be plain AMQP although a CA was meant to verify it."""
+    path = env.get("AMQP_CA_FILE", "").strip()
+    if not tls:
+        if path:
+            raise ConfigError(
+                f"AMQP_CA_FILE is set ({path!r}) but AMQP_TLS is off: set AMQP_TLS=true "
+                "for AMQPS, or unset AMQP_CA_FILE"
+            )
+        return ""
+    if path:
+        try:
+            ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"AMQP_CA_FILE {path!r} cannot be used with AMQP_TLS: {reason}"
+            ) from None
+    return path
+
+
 @dataclass(frozen=True)
 class Settings:
     cart_host: str = "cart"
@@ -88,7 +117,11 @@ class Settings:
     gateway_url: str = "https://paypal.com/"
     delay_ms: int = 0
     amqp_host: str = "rabbitmq"  # one host, or several separated by commas (amqp_hosts)
-    amqp_port: int = 5672
+    amqp_port: int = 5672  # 5671 (AMQPS) when amqp_tls and AMQP_PORT is unset
+    # AMQPS: TLS to every broker host, its certificate verified against amqp_ca_file (the
+    # system's trust store when empty) and its name against the host name in AMQP_HOST.
+    amqp_tls: bool = False
+    amqp_ca_file: str = ""
     # The payment role's user; the password has no default: AMQP_PASS must be set
     # (check_amqp_credentials, when the service is built).
     amqp_user: str = "roboshop"
@@ -121,6 +154,8 @@ class Settings:
         backend = _str(e, "PAYMENT_IDEMPOTENCY_BACKEND", d.idempotency_backend).lower()
         if backend not in ("sqlite", "redis"):
             raise ConfigError("PAYMENT_IDEMPOTENCY_BACKEND must be sqlite or redis")
+        tls = _bool(e, "AMQP_TLS", d.amqp_tls)
+        ca_file = tls_ca_file(e, tls)
         return cls(
             cart_host=_str(e, "CART_HOST", d.cart_host),
             cart_port=_int(e, "CART_PORT", d.cart_port, 1),
@@ -129,7 +164,9 @@ class Settings:
             gateway_url=_str(e, "PAYMENT_GATEWAY", d.gateway_url),
             delay_ms=_int(e, "PAYMENT_DELAY_MS", d.delay_ms),
             amqp_host=host_list(e, "AMQP_HOST", d.amqp_host),
-            amqp_port=_int(e, "AMQP_PORT", d.amqp_port, 1),
+            amqp_port=_int(e, "AMQP_PORT", AMQPS_PORT if tls else d.amqp_port, 1),
+            amqp_tls=tls,
+            amqp_ca_file=ca_file,
             amqp_user=_str(e, "AMQP_USER", d.amqp_user),
             amqp_pass=e.get("AMQP_PASS", d.amqp_pass),
             amqp_vhost=_str(e, "AMQP_VHOST", d.amqp_vhost),

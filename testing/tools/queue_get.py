@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import ssl
 import subprocess
 import sys
 import time
@@ -53,11 +54,16 @@ def connect(env_file: Path) -> pika.BlockingConnection:
     if os.environ.get("QUEUE_AMQP_USER"):
         env["AMQP_USER"] = os.environ["QUEUE_AMQP_USER"]
         env["AMQP_PASS"] = os.environ.get("QUEUE_AMQP_PASS", "")
+    # AMQPS as the service does it (AMQP_TLS, AMQP_CA_FILE): the broker's certificate and
+    # its name verified
+    tls = env.get("AMQP_TLS", "").strip().lower() in ("1", "true", "yes", "on")
+    context = ssl.create_default_context(cafile=env.get("AMQP_CA_FILE") or None) if tls else None
     # AMQP_HOST may list the nodes of a cluster (h1,h2,h3): pika tries them in turn
     params = [
         pika.ConnectionParameters(
             host=host.strip(),
-            port=int(env.get("AMQP_PORT", "5672")),
+            port=int(env.get("AMQP_PORT", "5671" if tls else "5672")),
+            ssl_options=pika.SSLOptions(context, server_hostname=host.strip()) if tls else None,
             virtual_host=env.get("AMQP_VHOST", "/"),
             credentials=pika.PlainCredentials(env.get("AMQP_USER", "guest"), env["AMQP_PASS"]),
             connection_attempts=3,

@@ -131,3 +131,37 @@ def test_checks_go_to_the_address_the_socket_listens_on(payment, stubs):
     listen = payment.check_output("systemctl show --property=Listen --value payment.socket")
     assert listen.startswith(f"0.0.0.0:{lib.PAYMENT_PORT} "), listen
     lib.pays_and_queues(payment, stubs, PAYMENT)
+
+
+BREAK_DROPIN = "/etc/systemd/system/payment.service.d/zz-test-cannot-start.conf"
+
+
+def test_a_rollback_that_does_not_come_back_still_reports(payment, stubs):
+    """The previous files cannot start either (here a drop-in no run of the role wrote,
+    standing for a broken host): the rollback's liveness wait runs out, and the rescue still
+    ends with its own message naming what it put back, and the journal. (An `until` that runs
+    out fails its task whatever failed_when says: the rescue used to stop at that wait, with
+    "retries exhausted" and nothing else.)"""
+    marked = {"payment_secret_env": {MARK: "rollback-not-live"}, "payment_health_retries": 3}
+    before = config_sums(payment)
+    payment.run("mkdir -p %s", BREAK_DROPIN.rsplit("/", 1)[0])
+    payment.run("printf '[Service]\\nExecStartPre=/bin/false\\n' > %s", BREAK_DROPIN)
+    try:
+        run = deploy("-e", json.dumps(marked))
+        assert run.rc != 0, "a host that cannot start was deployed"
+        assert f"did not become live on {PAYMENT}" in run.output, run.output[-3000:]
+        assert f"ROLLED BACK: {ENV_FILE}, but it is not live either: look at the host now." in (
+            run.output
+        ), "the rescue stopped before its message"
+        assert "journal lines of payment.service" in run.output
+        assert config_sums(payment) == before, "the secrets file was not put back"
+        assert leftover_copies(payment) == []
+    finally:
+        payment.run("rm -f %s", BREAK_DROPIN)
+        # the repair an operator would make: the start limit the failed starts hit is cleared
+        payment.run(
+            "systemctl daemon-reload && systemctl reset-failed payment.service payment.socket"
+        )
+        back = deploy()
+    assert back.rc == 0, "the run after the host was repaired failed (output above)"
+    lib.pays_and_queues(payment, stubs, PAYMENT)

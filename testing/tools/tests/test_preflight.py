@@ -218,6 +218,25 @@ CASES = {
             ("lab-payment", ["roboshop_service_user", "not a user or group name"]),
         ],
     ),
+    # AMQPS: the certificates and the key are PEM contents (the key's value never shown)
+    "tls-not-pem": Case(
+        {
+            "roboshop_amqp_tls_enabled": True,
+            "roboshop_amqp_tls_ca": "/etc/ssl/lab-ca.pem",
+            "roboshop_amqp_tls_cert": "<BROKER-CERTIFICATE>",
+            "vault_roboshop_amqp_tls_key": "not-a-key-value",
+        },
+        [
+            ("lab-rabbitmq", ["roboshop_amqp_tls_ca", "not a PEM certificate"]),
+            ("lab-rabbitmq", ["roboshop_amqp_tls_cert", "placeholder"]),
+            ("lab-rabbitmq", ["vault_roboshop_amqp_tls_key", "not a PEM private key"]),
+            ("lab-payment", ["roboshop_amqp_tls_ca", "not a PEM certificate"]),
+        ],
+    ),
+    "tls-only-without-tls": Case(
+        {"roboshop_amqp_tls_only": True},
+        [("lab-rabbitmq", ["roboshop_amqp_tls_only", "TLS is off"])],
+    ),
     # an inventory that still sets the removed switch is told where the choice went
     "build-tools-removed": Case(
         {"python_runtime_build_tools": True},
@@ -233,9 +252,9 @@ RUNS = [
      "build-tools-removed"],
     ["lab-password-outside-lab", "python36-without-artifact", "sqlite-with-two-payment-hosts",
      "ansible-host-placeholder", "broker-list-entry"],
-    ["redis-password-white-space", "redis-port"],
+    ["redis-password-white-space", "redis-port", "tls-not-pem"],
     ["redis-lab-password-outside-lab", "redis-port-on-the-redis-host", "amqp-password-dollar",
-     "broker-list-not-a-list"],
+     "broker-list-not-a-list", "tls-only-without-tls"],
     ["redis-password-missing", "amqp-password-missing", "cluster-without-cookie"],
     ["no-broker", "redis-backend-without-redis", "amqp-password-placeholder"],
     ["broker-from-the-group", "redis-host-malformed"],
@@ -306,7 +325,7 @@ def inventory(dest: Path, case: Case, source: Path = LAB, groups: dict | None = 
     return dest
 
 
-def preflight(tmp: Path, inv: Path) -> Run:
+def preflight(tmp: Path, inv: Path, env: dict[str, str] | None = None) -> Run:
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
     marker = tmp / "ssh-started"
@@ -321,13 +340,30 @@ def preflight(tmp: Path, inv: Path) -> Run:
              "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
              "HOME": str(tmp), "ANSIBLE_SSH_EXECUTABLE": str(ssh), "ANSIBLE_TIMEOUT": "3",
              # the repository's fact cache (.cache/facts) is left alone
-             "ANSIBLE_CACHE_PLUGIN": "memory"},
+             "ANSIBLE_CACHE_PLUGIN": "memory", **(env or {})},
     )  # fmt: skip
     return Run(out.returncode, out.stdout + out.stderr, marker.exists())
 
 
-def scenario_inventories() -> dict[str, tuple[Path, dict]]:
-    """Each molecule scenario's hosts by group, with the group_vars it links."""
+def lab_ca(tmp: Path) -> dict[str, str]:
+    """The lab CA (testing/lab/tls-ca.yml) made in tmp, for a scenario with AMQPS (its
+    molecule.yml sets ROBOSHOP_LAB_TLS_DIR): the environment that points its values there."""
+    env = {"ROBOSHOP_LAB_TLS_DIR": str(tmp / "tls")}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+         str(ROOT / "testing/lab/tls-ca.yml")],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp,
+        env={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
+             "ANSIBLE_CACHE_PLUGIN": "memory", **env},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return env
+
+
+def scenario_inventories() -> dict[str, tuple[Path, dict, bool]]:
+    """Each molecule scenario's hosts by group, with the group_vars it links and whether it
+    reads the lab CA (ROBOSHOP_LAB_TLS_DIR in its provisioner's env)."""
     found = {}
     for molecule_yml in sorted((ROOT / "molecule").glob("*/molecule.yml")):
         config = yaml.safe_load(molecule_yml.read_text())
@@ -337,7 +373,8 @@ def scenario_inventories() -> dict[str, tuple[Path, dict]]:
                 groups.setdefault(group, []).append(platform["name"])
         links = config.get("provisioner", {}).get("inventory", {}).get("links", {})
         group_vars = molecule_yml.parent / links.get("group_vars", str(LAB / "group_vars"))
-        found[molecule_yml.parent.name] = (group_vars.resolve(), groups)
+        tls = "ROBOSHOP_LAB_TLS_DIR" in config.get("provisioner", {}).get("env", {})
+        found[molecule_yml.parent.name] = (group_vars.resolve(), groups, tls)
     return found
 
 
@@ -353,10 +390,12 @@ def runs(tmp_path_factory) -> dict[str, Run]:
     def run(name: str) -> Run:
         tmp = tmp_path_factory.mktemp(name)
         if name.startswith("good-scenario-"):
-            group_vars, groups = SCENARIOS[name.removeprefix("good-scenario-")]
+            group_vars, groups, tls = SCENARIOS[name.removeprefix("good-scenario-")]
             src = tmp / "src"
             shutil.copytree(group_vars, src / "group_vars")
             inv = inventory(tmp / "inventory", Case({}, []), src, groups)
+            if tls:
+                return preflight(tmp, inv, lab_ca(tmp))
         else:
             inv = inventory(tmp / "inventory", jobs[name])
         return preflight(tmp, inv)
