@@ -9,6 +9,7 @@ project's ansible.cfg and the scenario's molecule inventory (or a copy with chan
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import json
 import os
@@ -204,6 +205,75 @@ def order_problems(paid: set[str], queued: set[str]) -> list[str]:
         # e.g. a payment whose answer was lost in a reset: charged and queued, client told 5xx
         problems.append(f"{len(extra)} queued orders the client got no 200 for")
     return problems
+
+
+# -- a careful client's payments, counted (testing/tools/careful_client.py) -----------------
+GATEWAY = "http://localhost:8082"  # the payment gateway stub, on the stubs host
+
+
+def gateway_calls(stubs_host, method: str = "GET") -> list[dict]:
+    """The gateway stub's list of calls (GET), or that list emptied (DELETE)."""
+    code, text = http(stubs_host, method, f"{GATEWAY}/_calls")
+    assert code == 200, text
+    return json.loads(text) if method == "GET" else []
+
+
+def charges_by_key(stubs_host) -> collections.Counter[str]:
+    """Gateway calls per Idempotency-Key (the careful client's request ids are KEY.ATTEMPT)."""
+    charges: collections.Counter[str] = collections.Counter()
+    for call in gateway_calls(stubs_host):
+        rid = call["headers"].get("x-request-id", "")
+        if "." in rid:
+            charges[rid.rsplit(".", 1)[0]] += 1
+    return charges
+
+
+@dataclass
+class Count:
+    payments: int
+    ok: int
+    failed: int
+    retried: int
+    orders: int
+    duplicates: int
+    problems: list[str]
+
+    def line(self, phase: str) -> str:
+        return (
+            f"{phase}: {self.payments} payments, {self.ok} x 200, {self.failed} failed, "
+            f"{self.retried} retried with their key; queue: {self.orders} distinct orders, "
+            f"{self.duplicates} duplicates by message_id"
+        )
+
+
+def count_payments(summary: dict, charges: collections.Counter[str], queued: list[dict]) -> Count:
+    """A careful client's summary against the gateway's charges and the queue: every 200
+    charged exactly once, no key charged twice, every 200's order queued and nothing else."""
+    ok = summary["ok"]
+    problems = []
+    by_order = collections.Counter(m["orderid"] for m in queued)
+    paid = {o["orderid"]: o["key"] for o in ok}
+    if len(paid) != len(ok):
+        problems.append("the service gave the same orderid to two payments")
+    twice = {k: n for k, n in charges.items() if n > 1}
+    if twice:
+        problems.append(f"{len(twice)} keys charged more than once: {list(twice.items())[:5]}")
+    uncharged = [o["key"] for o in ok if charges[o["key"]] != 1]
+    if uncharged:
+        problems.append(f"{len(uncharged)} 200s without exactly one charge: {uncharged[:5]}")
+    problems += order_problems(set(paid), set(by_order))
+    ids = collections.Counter(m["message_id"] for m in queued)
+    if any(m["message_id"] != m["orderid"] for m in queued):
+        problems.append("a message whose message_id is not its orderid")
+    return Count(
+        payments=summary["payments"],
+        ok=len(ok),
+        failed=len(summary["failures"]),
+        retried=summary["retried_payments"],
+        orders=len(by_order),
+        duplicates=sum(n - 1 for n in ids.values()),
+        problems=problems,
+    )
 
 
 def fetch_cart(stubs_host, user: str) -> dict:

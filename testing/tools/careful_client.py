@@ -20,7 +20,7 @@ several --target, attempts rotate over them (a retry goes to the next target).
 
 It prints READY once the first payment has ended, pays until the stop file exists (or
 --duration passes, or SIGTERM), finishes the payments under way, and prints one JSON line:
-{"payments", "attempts", "ok": [{"orderid", "key", "t", "attempts", "ms", "replayed"}],
+{"payments", "attempts", "ok": [{"orderid", "key", "target", "t", "attempts", "ms", "replayed"}],
  "failures": [...], "retried_payments", "statuses": {...}, "started", "stopped"}.
 """
 
@@ -122,6 +122,7 @@ class Client(Loop):
                             {
                                 "orderid": orderid,
                                 "key": key,
+                                "target": target,
                                 "t": started,
                                 "attempts": n,
                                 "ms": round((time.time() - started) * 1000, 2),

@@ -1,4 +1,4 @@
-"""What the paying test clients share (pay_client.py, careful_client.py): the common
+"""The paying test client's loop (careful_client.py): the common
 options, when to stop (a stop file, a duration, SIGTERM), the worker threads, READY once the
 first payment has ended, and the one JSON summary line at the end. A worker that raises
 fails the run (exit 1) instead of silently paying less.

@@ -9,21 +9,18 @@ the key in X-Request-ID), distinct orders in the queue, duplicates by message_id
 
 from __future__ import annotations
 
-import collections
 import json
 import re
 import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 
 import rabbitmq_cluster as rc
 import roboshop_testlib as lib
 from conftest import BROKERS, LB, PAYMENT_HOSTS, STUBS
 
 STOP_FILE = "/tmp/careful_client.stop"
-GATEWAY = "http://localhost:8082"
 
 
 # -- the client ---------------------------------------------------------------------------
@@ -42,22 +39,6 @@ def stop_client(client: subprocess.Popen) -> dict:
 
 
 # -- what the phase left behind -------------------------------------------------------------
-def gateway_calls(stubs, method: str = "GET") -> list[dict]:
-    code, text = lib.http(stubs, method, f"{GATEWAY}/_calls")
-    assert code == 200, text
-    return json.loads(text) if method == "GET" else []
-
-
-def charges_by_key(stubs) -> collections.Counter[str]:
-    """Gateway calls per Idempotency-Key (the client's request ids are KEY.ATTEMPT)."""
-    charges: collections.Counter[str] = collections.Counter()
-    for call in gateway_calls(stubs):
-        rid = call["headers"].get("x-request-id", "")
-        if "." in rid:
-            charges[rid.rsplit(".", 1)[0]] += 1
-    return charges
-
-
 def drain_everything(payments) -> list[dict]:
     """Every host's outbox delivered, then the queue taken (read as dispatch)."""
     for name, h in payments.items():
@@ -66,52 +47,6 @@ def drain_everything(payments) -> list[dict]:
                 f"{name}: orders left in the outbox"
             )
     return lib.drain_orders(PAYMENT_HOSTS[0])
-
-
-@dataclass
-class Count:
-    payments: int
-    ok: int
-    failed: int
-    retried: int
-    orders: int
-    duplicates: int
-    problems: list[str]
-
-    def line(self, phase: str) -> str:
-        return (
-            f"{phase}: {self.payments} payments, {self.ok} x 200, {self.failed} failed, "
-            f"{self.retried} retried with their key; queue: {self.orders} distinct orders, "
-            f"{self.duplicates} duplicates by message_id"
-        )
-
-
-def count(summary: dict, charges: collections.Counter[str], queued: list[dict]) -> Count:
-    ok = summary["ok"]
-    problems = []
-    by_order = collections.Counter(m["orderid"] for m in queued)
-    paid = {o["orderid"]: o["key"] for o in ok}
-    if len(paid) != len(ok):
-        problems.append("the service gave the same orderid to two payments")
-    twice = {k: n for k, n in charges.items() if n > 1}
-    if twice:
-        problems.append(f"{len(twice)} keys charged more than once: {list(twice.items())[:5]}")
-    uncharged = [o["key"] for o in ok if charges[o["key"]] != 1]
-    if uncharged:
-        problems.append(f"{len(uncharged)} 200s without exactly one charge: {uncharged[:5]}")
-    problems += lib.order_problems(set(paid), set(by_order))
-    ids = collections.Counter(m["message_id"] for m in queued)
-    if any(m["message_id"] != m["orderid"] for m in queued):
-        problems.append("a message whose message_id is not its orderid")
-    return Count(
-        payments=summary["payments"],
-        ok=len(ok),
-        failed=len(summary["failures"]),
-        retried=summary["retried_payments"],
-        orders=len(by_order),
-        duplicates=sum(n - 1 for n in ids.values()),
-        problems=problems,
-    )
 
 
 class Phase:
@@ -123,7 +58,7 @@ class Phase:
 
     def __enter__(self) -> Phase:
         drain_everything(self.payments)
-        gateway_calls(self.stubs, "DELETE")
+        lib.gateway_calls(self.stubs, "DELETE")
         self.client = start_client(*self.targets)
         return self
 
@@ -131,9 +66,9 @@ class Phase:
         if self.client.returncode is None:
             self.summary = stop_client(self.client)
 
-    def result(self, name: str) -> Count:
+    def result(self, name: str) -> lib.Count:
         queued = drain_everything(self.payments)
-        result = count(self.summary, charges_by_key(self.stubs), queued)
+        result = lib.count_payments(self.summary, lib.charges_by_key(self.stubs), queued)
         print(f"\n{result.line(name)}; statuses {self.summary['statuses']}")
         if self.summary["failures"]:
             print(f"failures: {self.summary['failures'][:5]}")
@@ -220,7 +155,7 @@ def test_c_a_payment_host_stops(payments, stubs):
 
 def test_d_one_key_on_both_hosts_is_one_charge(payments, stubs):
     drain_everything(payments)
-    gateway_calls(stubs, "DELETE")
+    lib.gateway_calls(stubs, "DELETE")
     user = f"anonymous-{uuid.uuid4().hex[:12]}"
     cart = lib.fetch_cart(stubs, user)
     key = uuid.uuid4().hex
@@ -248,7 +183,7 @@ def test_d_one_key_on_both_hosts_is_one_charge(payments, stubs):
     assert set(statuses.values()) == {200}, answers
     orderids = {json.loads(text)["orderid"] for _, text in answers.values()}
     assert len(orderids) == 1, answers
-    charges = charges_by_key(stubs)
+    charges = lib.charges_by_key(stubs)
     queued = drain_everything(payments)
     print(f"\n(d) one key on both hosts: {statuses}, charges {charges[key]}, queue {queued}")
     assert charges[key] == 1

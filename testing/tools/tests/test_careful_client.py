@@ -111,21 +111,3 @@ def test_a_refused_payment_is_retried_with_its_key_until_it_gives_up(fake: str) 
     failure = summary["failures"][0]
     assert failure["attempts"] > 1 and "no final answer" in failure["error"]
     assert summary["statuses"].get("ConnectionRefusedError", 0) >= failure["attempts"]
-
-
-def test_pay_client_runs_on_the_same_loop(fake: str) -> None:
-    """pay_client.py (the rolling scenario's client) shares client_loop.py: READY, payments
-    until --duration, one summary line with its own counts."""
-    Fake.script = [(200, {"orderid": "o-1"}, {})]
-    out = subprocess.run(
-        [sys.executable, str(CLIENT.with_name("pay_client.py")), "--target", fake,
-         "--cart-url", f"http://{fake}", "--duration", "0.3", "--workers", "2"],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    lines = out.stdout.splitlines()
-    assert lines[0] == "READY"
-    summary = json.loads(lines[-1])
-    assert summary["attempts"] >= 2 and summary["failures"] == []
-    assert len(summary["ok"]) == summary["attempts"]
-    assert summary["by_target"][fake]["ok"] == summary["attempts"]
-    assert summary["stopped"] > summary["started"]
