@@ -32,7 +32,16 @@ start() {
   else
     echo "rabbitmq: starting rabbitmq-server (detached)"
     # The Debian wrapper switches to the rabbitmq user when run as root.
-    rabbitmq-server -detached
+    # The node outlives this script: it must not inherit our open files, above all the fd of
+    # a caller's `flock /tmp/roboshop-service.lock ...` (a broker started under the lock kept
+    # it held for as long as it ran, and every later flock waited on it).
+    (
+      for fd in /proc/self/fd/*; do
+        fd=${fd##*/}
+        if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-"; fi
+      done
+      exec rabbitmq-server -detached
+    )
   fi
   # await_startup fails at once while the node is not registered yet: retry it.
   local i
