@@ -267,6 +267,7 @@ class Payment:
         self.listener = listening_socket(self.port, self.env.get("PAYMENT_BIND") or "0.0.0.0")
 
     def start(self) -> None:
+        loaded_before = self._apps_loaded()
         out = self.log.open("ab")
         argv = [str(UWSGI), "--ini", str(SERVICE_SRC / "payment.ini")]
         pass_fds: tuple[int, ...] = ()
@@ -286,9 +287,24 @@ class Payment:
         while time.monotonic() < deadline:
             health = self.get("/health")
             if health.json.get("rabbitmq") == "connected":
-                return
+                break
             time.sleep(0.1)
-        raise TimeoutError(f"payment not connected to RabbitMQ: {health.raw!r}")
+        else:
+            raise TimeoutError(f"payment not connected to RabbitMQ: {health.raw!r}")
+        # Every worker has loaded the app (lazy-apps: each after its fork). A `q` that comes
+        # while a worker is still loading is lost for that worker (uWSGI 2.0.31), and the
+        # graceful stop would wait for it; the unit's TimeoutStopSec ends such a stop.
+        processes = int(self.env.get("PAYMENT_PROCESSES", "1"))
+        while self._apps_loaded() < loaded_before + processes:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not every one of {processes} workers loaded the app")
+            time.sleep(0.05)
+
+    def _apps_loaded(self) -> int:
+        """How many times a worker has said it loaded the app, in this payment's log."""
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count("WSGI app 0 (mountpoint='') ready")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -17,9 +17,9 @@ import pytest
 from conftest import Payment, Reply, Stubs, delete_topology, make_payment
 
 
-@pytest.fixture
-def activated(rabbitmq: None, stubs: Stubs, fresh_stubs: Stubs) -> Iterator[Payment]:
-    payment = make_payment(stubs, PAYMENT_DELAY_MS="1500")
+def socket_activated(stubs: Stubs, **env: str) -> Iterator[Payment]:
+    """uWSGI on an inherited listening socket (as under payment.socket), stopped with `q`."""
+    payment = make_payment(stubs, **env)
     payment.env["PAYMENT_MASTER_FIFO"] = str(payment.state_dir / "master.fifo")
     payment.activate()
     payment.start()
@@ -29,6 +29,11 @@ def activated(rabbitmq: None, stubs: Stubs, fresh_stubs: Stubs) -> Iterator[Paym
     payment.listener.close()
     delete_topology(payment.exchange, payment.queue)
     shutil.rmtree(payment.state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def activated(rabbitmq: None, stubs: Stubs, fresh_stubs: Stubs) -> Iterator[Payment]:
+    yield from socket_activated(stubs, PAYMENT_DELAY_MS="1500")
 
 
 def test_the_router_alone_takes_the_inherited_socket(activated: Payment) -> None:
@@ -82,16 +87,7 @@ def test_graceful_stop_finishes_the_payment_in_flight_then_the_queue_waits(
 @pytest.fixture
 def streamed(rabbitmq: None, stubs: Stubs, fresh_stubs: Stubs) -> Iterator[Payment]:
     """Socket-activated as above, without the payment delay: for a stream of payments."""
-    payment = make_payment(stubs)
-    payment.env["PAYMENT_MASTER_FIFO"] = str(payment.state_dir / "master.fifo")
-    payment.activate()
-    payment.start()
-    yield payment
-    payment.stop()
-    assert payment.listener is not None
-    payment.listener.close()
-    delete_topology(payment.exchange, payment.queue)
-    shutil.rmtree(payment.state_dir, ignore_errors=True)
+    yield from socket_activated(stubs)
 
 
 def test_graceful_restarts_under_a_payment_stream_charge_only_what_they_answer(
