@@ -139,9 +139,7 @@ BREAK_DROPIN = "/etc/systemd/system/payment.service.d/zz-test-cannot-start.conf"
 def test_a_rollback_that_does_not_come_back_still_reports(payment, stubs):
     """The previous files cannot start either (here a drop-in no run of the role wrote,
     standing for a broken host): the rollback's liveness wait runs out, and the rescue still
-    ends with its own message naming what it put back, and the journal. (An `until` that runs
-    out fails its task whatever failed_when says: the rescue used to stop at that wait, with
-    "retries exhausted" and nothing else.)"""
+    ends with its own message naming what it put back, and the journal."""
     marked = {"payment_secret_env": {MARK: "rollback-not-live"}, "payment_health_retries": 3}
     before = config_sums(payment)
     payment.run("mkdir -p %s", BREAK_DROPIN.rsplit("/", 1)[0])
