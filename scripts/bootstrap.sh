@@ -13,9 +13,12 @@
 source "$(dirname "$0")/lib.sh"
 
 # netavark + aardvark-dns: podman networks with DNS (without them, Debian's podman uses CNI,
-# whose networks have none). openssh-client: Ansible reaches every host over SSH.
-APT_PACKAGES=(podman runc netavark aardvark-dns debootstrap openssh-client rabbitmq-server
-  redis-server python3-venv git)
+# whose networks have none). iptables: Debian 12's netavark (1.4) sets up every network's
+# NAT and forwarding by running the iptables command, and no package pulls it in (a machine
+# without it: "Error: netavark: No such file or directory" on the first container).
+# openssh-client: Ansible reaches every host over SSH.
+APT_PACKAGES=(podman runc netavark aardvark-dns iptables debootstrap openssh-client
+  rabbitmq-server redis-server python3-venv git)
 
 apt_missing() {
   local p
@@ -63,6 +66,9 @@ check_backend() {
     die "podman's network backend is '$backend', not netavark (no DNS between test hosts):" \
       "run 'apt-get install netavark aardvark-dns' and keep network_backend = \"netavark\"" \
       "in $CONTAINERS_CONF"
+  command -v iptables >/dev/null ||
+    die "iptables is not installed: netavark needs it for every podman network:" \
+      "run 'apt-get install iptables'"
 }
 
 # Test hosts created while podman used CNI sit on networks netavark does not know: their
@@ -89,20 +95,27 @@ switch_from_cni() {
 
 # Two containers on a fresh project network must resolve each other by name.
 check_dns() {
-  local net=roboshop-dnscheck probe=roboshop-dnscheck-a out=""
+  local net=roboshop-dnscheck probe=roboshop-dnscheck-a out="" err
+  err=$(mktemp)
   podman rm -f -t 0 "$probe" >/dev/null 2>&1 || true
   podman network rm "$net" >/dev/null 2>&1 || true
   podman network create "$net" >/dev/null
   if [[ "$(podman network inspect "$net" --format '{{.DNSEnabled}}')" == true ]] &&
     podman run -d --name "$probe" --network "$net" --network-alias dnscheck-peer \
-      "$TESTHOST_IMAGE" sleep 30 >/dev/null; then
-    out=$(podman run --rm --network "$net" "$TESTHOST_IMAGE" getent hosts dnscheck-peer || true)
+      "$TESTHOST_IMAGE" sleep 30 >/dev/null 2>"$err"; then
+    out=$(podman run --rm --network "$net" "$TESTHOST_IMAGE" getent hosts dnscheck-peer \
+      2>"$err" || true)
   fi
   podman rm -f -t 0 "$probe" >/dev/null 2>&1 || true
   podman network rm "$net" >/dev/null 2>&1 || true
+  # podman's own error, when a container did not even start, is the useful part
+  local why
+  why=$(grep -m1 -i 'error' "$err" || true)
+  rm -f "$err"
   [[ -n $out ]] || die "containers on a podman network do not resolve each other by name" \
-    "(network_backend $(podman info --format '{{.Host.NetworkBackend}}')): run" \
-    "'apt-get install netavark aardvark-dns' and check network_backend in $CONTAINERS_CONF"
+    "(network_backend $(podman info --format '{{.Host.NetworkBackend}}')${why:+; podman: $why}):" \
+    "run 'apt-get install netavark aardvark-dns iptables' and check network_backend in" \
+    "$CONTAINERS_CONF"
 }
 
 main() {
