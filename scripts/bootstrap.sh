@@ -16,9 +16,10 @@ source "$(dirname "$0")/lib.sh"
 # whose networks have none). iptables: Debian 12's netavark (1.4) sets up every network's
 # NAT and forwarding by running the iptables command, and no package pulls it in (a machine
 # without it: "Error: netavark: No such file or directory" on the first container).
-# openssh-client: Ansible reaches every host over SSH.
+# openssh-client: Ansible reaches every host over SSH. gcc, libc6-dev, python3-dev: pip
+# compiles uWSGI (sdist only) into the venv; a stock Debian 12 image has none of them.
 APT_PACKAGES=(podman runc netavark aardvark-dns iptables debootstrap openssh-client
-  rabbitmq-server redis-server python3-venv git)
+  rabbitmq-server redis-server python3-venv python3-dev gcc libc6-dev git)
 
 apt_missing() {
   local p
