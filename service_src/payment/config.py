@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -139,7 +140,7 @@ class Settings:
     idempotency_backend: str = "sqlite"
     redis_url: str = "redis://localhost:6379/0"
     idempotency_ttl: int = 86400
-    idempotency_lease: int = 120
+    idempotency_lease: int = 0  # 0: derived from the timeouts (claim_lease)
     max_body: int = 1024 * 1024
     health_cache: float = 2.0
     outbox_poll: float = 1.0
@@ -205,9 +206,27 @@ class Settings:
             )
 
     @property
+    def before_charge(self) -> float:
+        """The longest the steps between a payment's `pending` record and its gateway call
+        can take: PAYMENT_DELAY_MS and the user check's answer, whose connection may be
+        retried once after a failed connect and the request once after a failed read
+        (payment/deps.py): 3 connects and 2 reads at most."""
+        return self.delay_ms / 1000.0 + 3 * self.connect_timeout + 2 * self.read_timeout
+
+    @property
     def pending_age(self) -> float:
-        """After this many seconds a `pending` record's charge call has surely ended."""
-        return self.delay_ms / 1000.0 + self.connect_timeout + self.gateway_timeout + 5.0
+        """After this many seconds (from its creation) a `pending` record's charge call has
+        surely ended: the steps before it, the charge's connect and read, and 5 s to spare."""
+        return self.before_charge + self.connect_timeout + self.gateway_timeout + 5.0
+
+    @property
+    def claim_lease(self) -> int:
+        """How long an Idempotency-Key's in-flight claim holds before another request may
+        take it over (its worker died): PAYMENT_IDEMPOTENCY_LEASE, or by default what the
+        steps from the claim to the charge (which ends the claim) can take, + 5 s. A claim
+        taken over from a request that is still alive costs no money: that request's
+        `charging` mark fails and it charges nothing (service.py, `_mark_charging`)."""
+        return self.idempotency_lease or math.ceil(self.before_charge + 5.0)
 
     @property
     def amqp_hosts(self) -> tuple[str, ...]:

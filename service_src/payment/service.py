@@ -102,11 +102,9 @@ class Service:
         self.deps = deps if deps is not None else Deps(settings, pool_size=threads + 2)
         self.records = Records(settings.state_dir)
         self.idempotency: Store = (
-            RedisStore(settings.redis_url, settings.idempotency_ttl, settings.idempotency_lease)
+            RedisStore(settings.redis_url, settings.idempotency_ttl, settings.claim_lease)
             if settings.idempotency_backend == "redis"
-            else SQLiteStore(
-                settings.state_dir, settings.idempotency_ttl, settings.idempotency_lease
-            )
+            else SQLiteStore(settings.state_dir, settings.idempotency_ttl, settings.claim_lease)
         )
         self._publisher_factory: PublisherFactory = publisher_factory or Publisher
         self._start_threads = start_threads

@@ -167,6 +167,7 @@ class World:
             "publish_timeout": 0.01,
             "gateway_timeout": 0.05,
             "connect_timeout": 0.05,
+            "read_timeout": 0.05,  # the fakes never wait; keeps pending_age short
             "health_cache": 0.0,
             "idempotency_lease": 60,
         }

@@ -104,6 +104,24 @@ def test_defaults_agree_with_the_payment_role() -> None:
     )
 
 
+def test_the_claim_lease_and_pending_age_cover_the_steps_before_the_charge() -> None:
+    """A key's in-flight claim lasts as long as the steps from the claim to the charge can
+    take (+ 5 s), not a fixed 120 s: a worker that died before charging blocks the customer's
+    retries that long. A `pending` record is old (its worker gone) only once those steps and
+    the charge itself have surely ended."""
+    s = Settings.from_env({})
+    assert s.before_charge == 3 * s.connect_timeout + 2 * s.read_timeout == 13.0
+    assert s.claim_lease == 18
+    assert s.pending_age == s.before_charge + s.connect_timeout + s.gateway_timeout + 5.0 == 29.0
+    slow = Settings.from_env({"PAYMENT_READ_TIMEOUT": "30", "PAYMENT_DELAY_MS": "1000"})
+    assert slow.claim_lease == 1 + 3 + 60 + 5
+    assert Settings.from_env({"PAYMENT_IDEMPOTENCY_LEASE": "7"}).claim_lease == 7
+    with pytest.raises(ConfigError):
+        Settings.from_env({"PAYMENT_IDEMPOTENCY_LEASE": "0"})
+    world = World()
+    assert world.service.idempotency.lease == world.service.settings.claim_lease == 60
+
+
 def test_pyproject_declares_requirements_txt() -> None:
     """pyproject.toml's dependencies are requirements.txt's lines (the deploy input)."""
     project = tomllib.loads((SERVICE_SRC / "pyproject.toml").read_text())["project"]

@@ -111,6 +111,22 @@ def test_lost_answer_to_a_charge_is_unknown_and_not_retried(server: Server, kind
     assert server.requests == 1  # sent once: never retried
 
 
+@pytest.mark.parametrize("server", ["hang"], indirect=True)
+def test_a_user_check_ends_within_the_bound_the_claim_lease_assumes(server: Server) -> None:
+    """Settings.before_charge counts 2 reads (and 3 connects) for the user check: a hanging
+    user service is asked twice (the GET retried once on a fresh connection), then the
+    check fails, within that bound. Another retry here would outlast the claim's lease."""
+    deps = deps_for(server.port)
+    started = time.monotonic()
+    check = deps.start_user_check("anonymous-1", "r")
+    with pytest.raises(DependencyError) as info:
+        check()
+    elapsed = time.monotonic() - started
+    assert info.value.kind == "read_timeout"
+    assert server.requests == 2 and server.connections == 2
+    assert 2 * deps.settings.read_timeout <= elapsed < deps.settings.before_charge
+
+
 def test_refused_charge_left_nothing() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
