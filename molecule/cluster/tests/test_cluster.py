@@ -75,7 +75,36 @@ class Phase:
         return result
 
 
+def payment_connections(broker: str) -> list[dict]:
+    """Payment's AMQP connections anywhere in the cluster (list_connections asks every node):
+    the node each one reached and whether it is TLS."""
+    rows = json.loads(
+        lib.host(broker).check_output(
+            "rabbitmqctl -q --formatter json list_connections user node ssl port"
+        )
+    )
+    return [row for row in rows if row["user"] == "roboshop"]
+
+
+def over_tls(rows: list[dict]) -> bool:
+    return bool(rows) and all(
+        row["ssl"] in (True, "true") and int(row["port"]) == 5671 for row in rows
+    )
+
+
 # -- the scenario ---------------------------------------------------------------------------
+def test_payment_reaches_the_cluster_over_tls(payments):
+    """AMQPS to every node: the unit lists the three nodes on 5671 with the lab CA, and every
+    uWSGI worker's connection is TLS, its node's name verified (pika: server_hostname)."""
+    for name, h in payments.items():
+        env = h.check_output("systemctl show --property=Environment --value payment.service")
+        want = {"AMQP_TLS=true", "AMQP_PORT=5671", f"AMQP_HOST={','.join(BROKERS)}"}
+        assert want <= set(env.split()), f"{name}: {env}"
+    rows = payment_connections(BROKERS[0])
+    assert len(rows) >= len(PAYMENT_HOSTS), rows  # one per uWSGI worker
+    assert over_tls(rows), rows
+
+
 def test_layout(payments):
     """Three broker nodes in one cluster, keys in Redis, both payment hosts up in HAProxy."""
     assert rc.running_nodes(BROKERS[0]) == sorted(f"rabbit@{b}" for b in BROKERS)
@@ -129,6 +158,10 @@ def test_b_the_node_holding_orders_is_killed(payments, stubs):
     # lost orders are problems; duplicates (same message_id) are allowed after a crash
     assert result.ok > 0
     assert not result.problems, "\n".join(result.problems)
+    # the workers that were on the killed node reconnected to another one, over TLS again
+    rows = payment_connections(survivor)
+    assert over_tls(rows), rows
+    print(f"payment's connections after the kill: {sorted(r['node'] for r in rows)}")
 
 
 def test_c_a_payment_host_stops(payments, stubs):
