@@ -214,10 +214,16 @@ class Settings:
         return self.delay_ms / 1000.0 + 3 * self.connect_timeout + 2 * self.read_timeout
 
     @property
+    def charge_age(self) -> float:
+        """After this many seconds from its start a charge call has surely ended: its connect
+        and read, and 5 s to spare."""
+        return self.connect_timeout + self.gateway_timeout + 5.0
+
+    @property
     def pending_age(self) -> float:
-        """After this many seconds (from its creation) a `pending` record's charge call has
-        surely ended: the steps before it, the charge's connect and read, and 5 s to spare."""
-        return self.before_charge + self.connect_timeout + self.gateway_timeout + 5.0
+        """After this many seconds from its creation a `pending` record's charge call has
+        surely ended: the steps before the charge, then the charge."""
+        return self.before_charge + self.charge_age
 
     @property
     def claim_lease(self) -> int:

@@ -229,7 +229,7 @@ class Service:
             result = Result(200, {"orderid": record.orderid}, True, {"replay": True})
             result.headers["Idempotent-Replayed"] = "true"
             return result
-        if outcome.age < self.settings.pending_age:
+        if outcome.age < self.settings.charge_age:  # age: since the charge started
             return self._in_flight()
         log.error(
             "payment %s (charged by %s): no answer stored, charge state unknown",

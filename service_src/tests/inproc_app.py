@@ -112,7 +112,8 @@ def test_the_claim_lease_and_pending_age_cover_the_steps_before_the_charge() -> 
     s = Settings.from_env({})
     assert s.before_charge == 3 * s.connect_timeout + 2 * s.read_timeout == 13.0
     assert s.claim_lease == 18
-    assert s.pending_age == s.before_charge + s.connect_timeout + s.gateway_timeout + 5.0 == 29.0
+    assert s.charge_age == s.connect_timeout + s.gateway_timeout + 5.0 == 16.0
+    assert s.pending_age == s.before_charge + s.charge_age == 29.0
     slow = Settings.from_env({"PAYMENT_READ_TIMEOUT": "30", "PAYMENT_DELAY_MS": "1000"})
     assert slow.claim_lease == 1 + 3 + 60 + 5
     assert Settings.from_env({"PAYMENT_IDEMPOTENCY_LEASE": "7"}).claim_lease == 7

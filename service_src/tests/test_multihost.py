@@ -90,7 +90,7 @@ def test_host_died_after_the_charge_other_host_never_charges_again(
     assert retry.status == 409, retry.body  # the charge may still be running
     assert int(retry.headers["Retry-After"]) >= 1
     # once the charge has surely ended: final 504, the charge state is unknown to host B
-    time.sleep(max(0.0, a.service.settings.pending_age - (time.monotonic() - started)) + 0.3)
+    time.sleep(max(0.0, a.service.settings.charge_age - (time.monotonic() - started)) + 0.3)
     late = b.pay("stan", key="k1")
     assert late.status == 504, late.body
     assert "unknown" in late.body["message"]
