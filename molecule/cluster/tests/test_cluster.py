@@ -77,10 +77,10 @@ class Phase:
 
 def payment_connections(broker: str) -> list[dict]:
     """Payment's AMQP connections anywhere in the cluster (list_connections asks every node):
-    the node each one reached and whether it is TLS."""
+    whether each is TLS, and its name (`client:port -> node address:port`)."""
     rows = json.loads(
         lib.host(broker).check_output(
-            "rabbitmqctl -q --formatter json list_connections user node ssl port"
+            "rabbitmqctl -q --formatter json list_connections user name ssl port"
         )
     )
     return [row for row in rows if row["user"] == "roboshop"]
@@ -161,7 +161,7 @@ def test_b_the_node_holding_orders_is_killed(payments, stubs):
     # the workers that were on the killed node reconnected to another one, over TLS again
     rows = payment_connections(survivor)
     assert over_tls(rows), rows
-    print(f"payment's connections after the kill: {sorted(r['node'] for r in rows)}")
+    print(f"payment's connections after the kill: {sorted(r['name'] for r in rows)}")
 
 
 def test_c_a_payment_host_stops(payments, stubs):
