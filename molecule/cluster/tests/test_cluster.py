@@ -102,6 +102,24 @@ def over_tls(rows: list[dict]) -> bool:
     )
 
 
+def kill_node_while_paying(payments, stubs, victim: str, phase_name: str, why: str) -> str:
+    """SIGKILL one broker node while the client pays, start it again, wait for the cluster to
+    be whole; then 0 orders lost, no key charged twice (duplicates by message_id are allowed
+    after a crash). Returns a node that was not killed."""
+    with Phase(payments, stubs) as phase:
+        time.sleep(3)
+        subprocess.run(["podman", "exec", victim, "pkill", "-KILL", "beam.smp"], check=True)
+        time.sleep(10)  # paying while the node is gone
+        lib.host(victim).run("systemctl start rabbitmq-server")
+        time.sleep(3)
+    survivor = next(b for b in BROKERS if b != victim)
+    assert lib.wait_for(lambda: len(rc.running_nodes(survivor)) == len(BROKERS), timeout=120)
+    result = phase.result(f"{phase_name} SIGKILL of {victim}, {why}")
+    assert result.ok > 0
+    assert not result.problems, "\n".join(result.problems)
+    return survivor
+
+
 # -- the scenario ---------------------------------------------------------------------------
 def test_payment_reaches_the_cluster_over_tls(payments):
     """AMQPS to every node: the unit lists the three nodes on 5671 with the lab CA, and every
@@ -156,18 +174,7 @@ def test_a_rolling_release_drains_each_host(payments, stubs):
 
 def test_b_the_node_holding_orders_is_killed(payments, stubs):
     victim = rc.node_names(list(BROKERS))[rc.orders_queue(BROKERS[0])["leader"]]
-    with Phase(payments, stubs) as phase:
-        time.sleep(3)
-        subprocess.run(["podman", "exec", victim, "pkill", "-KILL", "beam.smp"], check=True)
-        time.sleep(10)  # paying while the node is gone
-        lib.host(victim).run("systemctl start rabbitmq-server")
-        time.sleep(3)
-    survivor = next(b for b in BROKERS if b != victim)
-    assert lib.wait_for(lambda: len(rc.running_nodes(survivor)) == len(BROKERS), timeout=120)
-    result = phase.result(f"(b) SIGKILL of {victim}, which held `orders`")
-    # lost orders are problems; duplicates (same message_id) are allowed after a crash
-    assert result.ok > 0
-    assert not result.problems, "\n".join(result.problems)
+    survivor = kill_node_while_paying(payments, stubs, victim, "(b)", "which held `orders`")
     # payment's connections (on the first node it could reach, often not the leader) are TLS
     assert over_tls(payment_connections(survivor))
 
@@ -240,17 +247,9 @@ def test_e_payment_follows_the_cluster_when_its_node_dies(payments, stubs):
     assert over_tls(before), before
     used = [node_of(row) for row in before]
     victim = next(b for b, a in addresses.items() if a == max(set(used), key=used.count))
-    with Phase(payments, stubs) as phase:
-        time.sleep(3)
-        subprocess.run(["podman", "exec", victim, "pkill", "-KILL", "beam.smp"], check=True)
-        time.sleep(10)  # paying while the node is gone
-        lib.host(victim).run("systemctl start rabbitmq-server")
-        time.sleep(3)
-    survivor = next(b for b in BROKERS if b != victim)
-    assert lib.wait_for(lambda: len(rc.running_nodes(survivor)) == len(BROKERS), timeout=120)
-    result = phase.result(f"(e) SIGKILL of {victim}, which held payment's connections")
-    assert result.ok > 0
-    assert not result.problems, "\n".join(result.problems)
+    survivor = kill_node_while_paying(
+        payments, stubs, victim, "(e)", "which held payment's connections"
+    )
     # every worker is back (one connection each), none on the killed node, all TLS
     assert lib.wait_for(lambda: len(payment_connections(survivor)) == len(before), timeout=60)
     after = payment_connections(survivor)
