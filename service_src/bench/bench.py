@@ -7,7 +7,9 @@ workers, from /proc), the stubs' and the broker's CPU per request, and the depen
 measured in the same run: one round trip to each stub the flow calls (user check, gateway,
 cart delete) + one confirmed persistent publish, back to back over kept-alive connections,
 + one fsync'd SQLite commit (WAL, synchronous=FULL) in the state dir (the payment record
-must be on disk before the charge).
+must be on disk before the charge). Each row's p50/floor divides by the floor measured just
+before that row's load (the machine's speed drifts within a run); a level given more than
+once (`--clients 1,1,1`) also gets the min / median / max of its rows' ratios.
 Goals: 1 client p50 <= 1.5x floor; 32 clients p99 <= 2x p50.
 
 The load generator is lean on purpose (raw keep-alive sockets, pre-built requests, in
@@ -171,13 +173,15 @@ def measure_floor(
     keepalive: bool,
     state: Path,
     fsyncs: list[float],
+    samples: int = 400,
+    warmup: int = 50,
 ) -> list[float]:
     """Samples of what a payment cannot avoid: the client's own round trip to a server (on a
     fresh connection unless keepalive, as the load's clients do), the user check, gateway
     and cart delete round trips (the service keeps those connections open), one confirmed
     publish, and one fsync'd SQLite commit (WAL, synchronous=FULL, a scratch database in the
     state dir: the contract makes the payment record durable before the charge). The
-    fsync's own samples are appended to `fsyncs`."""
+    fsync's own samples are appended to `fsyncs`; the first `warmup` rounds are dropped."""
     db = sqlite3.connect(str(state / "floor-fsync.sqlite3"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -192,7 +196,7 @@ def measure_floor(
     )
     message = json.dumps({"orderid": str(uuid.uuid4()), "user": "anonymous-1", "cart": CART})
     totals = []
-    for i in range(450):
+    for i in range(warmup + samples):
         t0 = time.perf_counter()
         leg = inbound or Client(ports["user"])
         leg.call(f"GET /check/anonymous-i{i} HTTP/1.1\r\nHost: u\r\n{close}\r\n".encode())
@@ -208,8 +212,8 @@ def measure_floor(
         totals.append(t2 - t0)
         fsyncs.append(t2 - t1)
     db.close()
-    del fsyncs[-450:-400]
-    return totals[50:]
+    del fsyncs[len(fsyncs) - len(totals) : len(fsyncs) - samples]
+    return totals[warmup:]
 
 
 def run_load(
@@ -437,6 +441,15 @@ def restart_phase(src: Path, ports: dict[str, int], args: argparse.Namespace) ->
     }
 
 
+def ratio_summary(rows: list[dict]) -> list[tuple[str, int, list[float]]]:
+    """(version, clients, every row's p50/floor) for each level run more than once
+    (`--clients 1,1,1`): on a noisy machine one row's ratio says little."""
+    ratios: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        ratios.setdefault((r["version"], r["clients"]), []).append(r["p50"] / r["floor"])
+    return [(label, clients, rs) for (label, clients), rs in ratios.items() if len(rs) > 1]
+
+
 def checkout(rev: str) -> Path:
     """service_src as of a git revision, in a temporary directory (for --compare)."""
     tmp = Path(tempfile.mkdtemp(prefix="payment-bench-rev-"))
@@ -533,6 +546,13 @@ def main() -> int:
             for label, uwsgi, port, _exchange, queue, _state in services:
                 pids = [uwsgi.pid, *children(uwsgi.pid)]
                 amqp.channel().queue_purge(queue)
+                # the row's own floor, just before its load: the machine's speed drifts
+                # within a run (by a third on a shared VM), so each row's p50 is divided by
+                # the floor measured next to it
+                near = measure_floor(
+                    ports, amqp, exchange, args.keepalive, floor_state, fsyncs, 150, 20
+                )
+                floor_samples += near
                 cpu0, s0, b0 = cpu_seconds(pids), cpu_seconds(stub_pids), cpu_seconds(broker)
                 t0 = time.perf_counter()
                 lat, errors, per_client = run_load(port, clients, args.seconds, args.keepalive)
@@ -553,6 +573,7 @@ def main() -> int:
                         "cpu_req": cpu / n,
                         "stub_cpu_req": (cpu_seconds(stub_pids) - s0) / n,
                         "broker_cpu_req": (cpu_seconds(broker) - b0) / n,
+                        "floor": statistics.median(near),
                     }
                 )
         # again after the load: the floor drifts with the machine's state within a run
@@ -590,25 +611,33 @@ def main() -> int:
     fsync = statistics.median(fsyncs)
     print(
         f"\ndependency floor (the client's own round trip + user + gateway + cart round trips "
-        f"+ 1 confirmed publish + 1 fsync'd SQLite commit in the state dir, measured before "
-        f"and after the load), p50: {floor * ms:.2f} ms, of which the fsync {fsync * ms:.2f} "
-        f"ms; clients: "
+        f"+ 1 confirmed publish + 1 fsync'd SQLite commit in the state dir, measured before, "
+        f"next to each row and after the load), p50: {floor * ms:.2f} ms, of which the fsync "
+        f"{fsync * ms:.2f} ms; each row's p50/floor uses its own floor; clients: "
         f"{'one keep-alive connection each' if args.keepalive else 'a connection per request'}\n"
     )
     print(
         f"{'version':>10} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
-        f"{'p50/floor':>9} {'uwsgi CPU/req':>13} {'stubs CPU/req':>13} {'broker CPU/req':>14}"
-        f" {'errors':>6} {'per client min/max':>18}"
+        f"{'floor ms':>8} {'p50/floor':>9} {'uwsgi CPU/req':>13} {'stubs CPU/req':>13} "
+        f"{'broker CPU/req':>14} {'errors':>6} {'per client min/max':>18}"
     )
     for r in rows:
         print(
             f"{r['version'][:10]:>10} {r['clients']:>7} {r['rps']:>8.0f} "
             f"{r['p50'] * ms:>8.2f} {r['p99'] * ms:>8.2f} "
-            f"{r['p99'] / r['p50']:>8.2f} {r['p50'] / floor:>9.2f} "
+            f"{r['p99'] / r['p50']:>8.2f} {r['floor'] * ms:>8.2f} {r['p50'] / r['floor']:>9.2f} "
             f"{r['cpu_req'] * ms:>10.3f} ms {r['stub_cpu_req'] * ms:>10.3f} ms "
             f"{r['broker_cpu_req'] * ms:>11.3f} ms {r['errors']:>6} "
             f"{r['fewest']:>9}/{r['most']:<8}"
         )
+    summary = ratio_summary(rows)
+    if summary:
+        print("\np50/floor of the levels run more than once (min / median / max over the rows):")
+        for label, clients, ratios in summary:
+            print(
+                f"{label[:10]:>10} {clients:>7} clients: {min(ratios):.2f} / "
+                f"{statistics.median(ratios):.2f} / {max(ratios):.2f} ({len(ratios)} rows)"
+            )
     print(
         "\ngoals: 1 client p50/floor <= 1.5; 32 clients p99/p50 <= 2 and req/s as high as the "
         "2 cores allow"
