@@ -110,11 +110,11 @@ def pay(user_id: str) -> Response:
         cart = check_cart(parse_json(request.get_data(cache=False)))
     except Invalid as exc:
         result = error(400, "cart not valid", detail=str(exc))
-        metrics.PAYMENTS.labels("invalid").inc()
+        metrics.inc(metrics.PAYMENTS, "invalid")
         return _result(result, environ)
     result = service.pay(user_id, cart, key, environ["payment.request_id"])
     if not result.log.get("replay"):
-        metrics.PAYMENTS.labels(_outcome(result)).inc()
+        metrics.safe(lambda: metrics.PAYMENTS.labels(_outcome(result)).inc(), "metrics")
     return _result(result, environ)
 
 

@@ -186,16 +186,22 @@ class Deps:
         self._latency: dict[tuple[str, str], object] = {}
 
     def _observe(self, dependency: str, operation: str, seconds: float) -> None:
-        child = self._latency.get((dependency, operation))
-        if child is None:
-            child = self._latency[(dependency, operation)] = metrics.DEP_LATENCY.labels(
-                dependency, operation
-            )
-        child.observe(seconds)  # type: ignore[attr-defined]
+        """The call's latency; never raises (a metric must not change a call's outcome: a
+        charge the gateway took would otherwise look unknown)."""
+
+        def observe() -> None:
+            child = self._latency.get((dependency, operation))
+            if child is None:
+                child = self._latency[(dependency, operation)] = metrics.DEP_LATENCY.labels(
+                    dependency, operation
+                )
+            child.observe(seconds)  # type: ignore[attr-defined]
+
+        metrics.safe(observe, "metrics")
 
     @staticmethod
     def _error(dependency: str, operation: str, kind: str, exc: BaseException) -> DependencyError:
-        metrics.DEP_ERRORS.labels(dependency, operation).inc()
+        metrics.inc(metrics.DEP_ERRORS, dependency, operation)
         return DependencyError(dependency, kind, type(exc).__name__)
 
     def start(
@@ -279,7 +285,7 @@ class Deps:
         finally:
             self._observe("gateway", "charge", time.perf_counter() - started)
         if status != 200:
-            metrics.DEP_ERRORS.labels("gateway", "charge").inc()
+            metrics.inc(metrics.DEP_ERRORS, "gateway", "charge")
             raise DependencyError("gateway", "status", f"HTTP {status}", status)
 
     def _charge(self, request_id: str) -> int:

@@ -83,12 +83,19 @@ def exposition(counts: Callable[[], dict[str, int]] | None = None) -> bytes:
 
 
 def safe(action: Callable[[], Any], step: str) -> None:
-    """A metric update after a charge: its failure is counted, never raised."""
+    """A metric update after a charge: its failure is counted, never raised. Everything
+    that may fail goes inside `action` (a lambda): `safe(X.labels(a).inc, ...)` would run
+    labels() before safe() could catch it."""
     try:
         action()
     except Exception:
         with contextlib.suppress(Exception):
             INTERNAL.labels(step).inc()
+
+
+def inc(counter: Counter, *labels: str, step: str = "metrics") -> None:
+    """counter{labels} += 1, never raising (safe): labels() is inside the guard too."""
+    safe(lambda: (counter.labels(*labels) if labels else counter).inc(), step)
 
 
 def summary(started: float) -> dict[str, Any]:

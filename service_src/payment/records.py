@@ -169,13 +169,18 @@ class Records:
             if not entry.done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
+                error: Exception | None = None
                 try:
                     self._insert([e.row for e in batch])
                 except Exception as exc:
+                    error = exc
+                except BaseException:  # this thread is interrupted: no row is durable for sure
+                    error = RuntimeError("the commit of the pending records was interrupted")
+                    raise
+                finally:  # every row of the batch learns its fate, whatever happened here
                     for e in batch:
-                        e.error = exc
-                for e in batch:
-                    e.done = True
+                        e.error = error
+                        e.done = True
         if entry.error is not None:
             raise entry.error
 
@@ -204,22 +209,31 @@ class Records:
             return cur.rowcount == 1
 
     def charged(self, orderid: str, hold: float) -> bool:
-        """pending|unknown -> charged, held `hold` s for the request's own publish."""
+        """pending|unknown -> charged, held `hold` s for the request's own publish. True when
+        the order is durable: made charged now, or already delivered (the broker's late
+        confirm of the request's own publish came first)."""
         now = time.time()
         with self._writing():
-            cur = self._db().execute(
+            db = self._db()
+            cur = db.execute(
                 "UPDATE payments SET state = ?, updated = ?, claimed_until = ? WHERE orderid = ?"
                 " AND state IN (?, ?)",
                 (CHARGED, now, now + hold, orderid, PENDING, UNKNOWN),
             )
-            return cur.rowcount == 1
+            if cur.rowcount == 1:
+                return True
+            row = db.execute("SELECT state FROM payments WHERE orderid = ?", (orderid,)).fetchone()
+            return row is not None and row[0] in (CHARGED, DELIVERED)
 
     def delivered(self, orderid: str) -> None:
-        """charged -> delivered, on the broker's confirm only (a lost update republishes)."""
+        """charged -> delivered, on the broker's confirm only (a lost update republishes).
+        Also pending|unknown -> delivered: a late confirm of the request's own publish may
+        come before its `charged` write (a publish happens only after the charge)."""
         with self._writing():
             self._db(durable=False).execute(
-                "UPDATE payments SET state = ?, updated = ? WHERE orderid = ? AND state = ?",
-                (DELIVERED, time.time(), orderid, CHARGED),
+                "UPDATE payments SET state = ?, updated = ? WHERE orderid = ?"
+                " AND state IN (?, ?, ?)",
+                (DELIVERED, time.time(), orderid, CHARGED, PENDING, UNKNOWN),
             )
 
     def confirmed(self, orderid: str) -> None:

@@ -144,12 +144,8 @@ class Service:
                 late_window=LATE_CONFIRM_WINDOW,
                 pending_age=self.settings.pending_age,
                 retention=float(self.settings.idempotency_ttl),
-                on_delivered=lambda _r: metrics.safe(
-                    metrics.OUTBOX.labels("delivered").inc, "metrics"
-                ),
-                on_unknown=lambda _o: metrics.safe(
-                    metrics.UNKNOWN.labels("worker_ended").inc, "metrics"
-                ),
+                on_delivered=lambda _r: metrics.inc(metrics.OUTBOX, "delivered"),
+                on_unknown=lambda _o: metrics.inc(metrics.UNKNOWN, "worker_ended"),
             )
             if self._start_threads:
                 self.publisher.start()
@@ -285,7 +281,7 @@ class Service:
             fn(*args)
         except Exception as exc:
             log.error("idempotency store update failed: %s", type(exc).__name__)
-            metrics.safe(metrics.INTERNAL.labels("idempotency").inc, "metrics")
+            metrics.inc(metrics.INTERNAL, "idempotency")
 
     def _pay(self, attempt: Attempt) -> Result:
         rid = attempt.rid
@@ -336,7 +332,7 @@ class Service:
             return self._after_charge(attempt, registered, orderid, message, history)
         except Exception as exc:  # a bug after the charge: answer from the record
             log.exception("after the charge of %s", orderid)
-            metrics.safe(metrics.INTERNAL.labels("after_charge").inc, "metrics")
+            metrics.inc(metrics.INTERNAL, "after_charge")
             return self._answer_charged(orderid, exc)
 
     def _not_charged(self, orderid: str, exc: DependencyError) -> Result:
@@ -351,7 +347,7 @@ class Service:
     def _unknown(self, orderid: str, cause: str) -> Result:
         # the gateway may have charged: final, a retry with the key must not charge again
         self._settle(orderid, UNKNOWN, f"gateway: {cause}")
-        metrics.safe(metrics.UNKNOWN.labels(cause).inc, "metrics")
+        metrics.inc(metrics.UNKNOWN, cause)
         log.error("payment %s: charge state unknown (%s)", orderid, cause)
         return unknown_result(orderid=orderid)
 
@@ -360,7 +356,7 @@ class Service:
             self.records.settle(orderid, state, note)
         except Exception as exc:  # stays pending: the drainer makes it unknown
             log.error("payment %s: state %s not written: %s", orderid, state, type(exc).__name__)
-            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+            metrics.inc(metrics.INTERNAL, "record")
 
     def _answer_charged(self, orderid: str, exc: BaseException | None = None) -> Result:
         """After the charge, on an unexpected error: 200 when the order is durable (the record
@@ -392,11 +388,11 @@ class Service:
                 durable = self.records.charged(orderid, self._hold(ticket))
             except Exception as exc:
                 log.error("payment %s: charged not written: %s", orderid, type(exc).__name__)
-                metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+                metrics.inc(metrics.INTERNAL, "record")
                 durable = False
             if not durable:  # charged, and the order is nowhere: 503, the record goes to ops
                 return error(503, "the order could not be recorded", final=True, dependency="state")
-            metrics.safe(metrics.OUTBOX.labels("stored").inc, "metrics")
+            metrics.inc(metrics.OUTBOX, "stored")
             self._wake_drainer()
             where = "outbox"
         # the order is durable: order history and cart delete (their failures are counted).
@@ -429,7 +425,7 @@ class Service:
             self.records.confirmed(orderid)
         except Exception as exc:  # stays pending: the drainer makes it unknown, for ops
             log.error("payment %s: delivered not written: %s", orderid, type(exc).__name__)
-            metrics.safe(metrics.INTERNAL.labels("record").inc, "metrics")
+            metrics.inc(metrics.INTERNAL, "record")
 
     def _publish(self, orderid: str, message: bytes, rid: str) -> Ticket:
         try:
@@ -465,16 +461,16 @@ class Service:
         try:
             status = fn(*args)
         except DependencyError as exc:
-            metrics.safe(metrics.DEP_ERRORS.labels(dependency, operation).inc, "metrics")
+            metrics.inc(metrics.DEP_ERRORS, dependency, operation)
             log.warning("%s %s failed after the charge: %s", dependency, operation, exc.kind)
             return
         except Exception as exc:
-            metrics.safe(metrics.INTERNAL.labels(f"{dependency}_{operation}").inc, "metrics")
+            metrics.inc(metrics.INTERNAL, f"{dependency}_{operation}")
             log.error("%s %s failed after the charge: %s", dependency, operation, exc)
             return
         if status != 200:
             if status != 404:  # 404 = no cart / unknown user: nothing to undo
-                metrics.safe(metrics.DEP_ERRORS.labels(dependency, operation).inc, "metrics")
+                metrics.inc(metrics.DEP_ERRORS, dependency, operation)
             log.warning("%s %s answered %s after the charge", dependency, operation, status)
 
     # -- GET /health ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**20), max_value=10**20),
+    st.integers(min_value=-(10**400), max_value=10**400),  # beyond float range
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
 )
