@@ -90,20 +90,32 @@ class Drainer:
         return stale
 
     def drain_once(self, batch: int = 200) -> int:
-        """Deliver one batch (publishes pipelined); returns how many were confirmed."""
+        """Deliver one batch (publishes pipelined); returns how many were confirmed. The
+        batch's confirms are awaited against one deadline, confirm_timeout after the last
+        publish: the batch is settled well within its lease (one wait per row, in turn,
+        could hold 200 rows for 600 s against a 60 s lease, and another worker would claim
+        and publish them again while they were still in flight)."""
         rows = self.records.claim(batch, self._lease)
         tickets = [(row, self._submit(row)) for row in rows]
+        deadline = time.monotonic() + self._confirm_timeout
         delivered = 0
         for row, ticket in tickets:
-            state = ticket.wait(self._confirm_timeout)
-            if state == CONFIRMED:
-                self.records.delivered(row.orderid)
-                delivered += 1
-                if self._on_delivered is not None:
-                    self._on_delivered(row)
-            elif state == ABANDONED and ticket.sent:
-                # a confirm may still come (and mark it delivered); retry after that window
-                self.records.release(row.orderid, self._late_window)
-            else:  # failed, nacked, returned, or sent and then the connection died: again
-                self.records.release(row.orderid, self._poll)
+            state = ticket.wait(max(deadline - time.monotonic(), 0.0))
+            try:
+                delivered += self._settle(row, ticket, state)
+            except Exception:  # one row's bookkeeping failed: the others are still settled
+                log.exception("payment %s: drain bookkeeping failed", row.orderid)
         return delivered
+
+    def _settle(self, row: Record, ticket: Ticket, state: str) -> int:
+        if state == CONFIRMED:
+            self.records.delivered(row.orderid)
+            if self._on_delivered is not None:
+                self._on_delivered(row)
+            return 1
+        if state == ABANDONED and ticket.sent:
+            # a confirm may still come (and mark it delivered); retry after that window
+            self.records.release(row.orderid, self._late_window)
+        else:  # failed, nacked, returned, or sent and then the connection died: again
+            self.records.release(row.orderid, self._poll)
+        return 0

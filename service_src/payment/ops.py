@@ -50,6 +50,11 @@ def _row(record: Record, with_body: bool = False) -> dict[str, Any]:
     return out
 
 
+# How long `republish` holds a charged record for its own publish (connects to every
+# AMQP_HOST in turn, 10 s each at most, then the confirm): no drainer publishes it meanwhile.
+OPS_HOLD = 120.0
+
+
 def publish_once(settings: Settings, record: Record, timeout: float = 10.0) -> bool:
     """Publish one record's message like the service does; True on the broker's confirm."""
     import pika
@@ -149,8 +154,17 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 file=sys.stderr,
             )
             return 3
-        records.requeue(record.orderid, "ops: charge confirmed by the operator")
-    elif record.state not in (CHARGED, "delivered"):
+        # held for this publish: the service's drainer does not publish it at the same time
+        records.requeue(record.orderid, "ops: charge confirmed by the operator", OPS_HOLD)
+    elif record.state == CHARGED:
+        if not records.hold(record.orderid, OPS_HOLD):
+            print(
+                f"payment {record.orderid} is being published by the service's drainer now; "
+                "`show` it again in a minute",
+                file=sys.stderr,
+            )
+            return 4
+    elif record.state != "delivered":
         print(f"payment {record.orderid} is {record.state}: nothing to publish", file=sys.stderr)
         return 3
     try:
@@ -159,6 +173,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         print(f"broker: {type(exc).__name__}: {exc}", file=sys.stderr)
         confirmed = False
     if not confirmed:
+        if record.state != "delivered":
+            records.release(record.orderid, 0.0)  # the drainer's, from now on
         print("the broker did not confirm; the drainer will publish it", file=sys.stderr)
         return 1
     records.delivered(record.orderid)

@@ -371,13 +371,27 @@ class Records:
         )
         return [Record.of(r) for r in rows]
 
-    def requeue(self, orderid: str, note: str) -> bool:
-        """ops: unknown -> charged (the operator checked the gateway): the drainer publishes."""
+    def requeue(self, orderid: str, note: str, hold: float = 0.0) -> bool:
+        """ops: unknown -> charged (the operator checked the gateway), held `hold` s for ops'
+        own publish (no drainer publishes it meanwhile); then the drainer's, if unconfirmed."""
+        now = time.time()
         with self._writing():
             cur = self._db().execute(
-                "UPDATE payments SET state = ?, note = ?, updated = ?, claimed_until = 0"
+                "UPDATE payments SET state = ?, note = ?, updated = ?, claimed_until = ?"
                 " WHERE orderid = ? AND state = ?",
-                (CHARGED, note, time.time(), orderid, UNKNOWN),
+                (CHARGED, note, now, now + hold, orderid, UNKNOWN),
+            )
+            return cur.rowcount == 1
+
+    def hold(self, orderid: str, seconds: float) -> bool:
+        """ops: a `charged` record that no drainer holds now, held `seconds` for ops' own
+        publish; False when it is not charged or a drainer is publishing it."""
+        now = time.time()
+        with self._writing():
+            cur = self._db().execute(
+                "UPDATE payments SET claimed_until = ? WHERE orderid = ? AND state = ?"
+                " AND claimed_until <= ?",
+                (now + seconds, orderid, CHARGED, now),
             )
             return cur.rowcount == 1
 

@@ -336,13 +336,16 @@ class Service:
             return self._answer_charged(orderid, exc)
 
     def _not_charged(self, orderid: str, exc: DependencyError) -> Result:
-        if exc.kind == "status":
+        """The charge did not answer 200. A 4xx is the gateway refusing it: nothing charged.
+        A 5xx (the gateway's own error, or a proxy's 502/504 in front of it) may come after
+        the money moved: unknown, like a lost answer (a released key would charge again)."""
+        if exc.kind == "status" and exc.status < 500:
             self._settle(orderid, DECLINED, f"HTTP {exc.status}")
             return error(502, "payment declined by the gateway", dependency="gateway")
         if exc.kind in ("refused", "timeout"):  # no connection: no byte of the charge left
             self._settle(orderid, NOT_REACHED, exc.kind)
             return error(503, "payment gateway unavailable", dependency="gateway", reason=exc.kind)
-        return self._unknown(orderid, exc.kind)
+        return self._unknown(orderid, "server_error" if exc.kind == "status" else exc.kind)
 
     def _unknown(self, orderid: str, cause: str) -> Result:
         # the gateway may have charged: final, a retry with the key must not charge again

@@ -46,7 +46,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 class Gateway:
-    """What the gateway does with the next charges: ok, decline, refuse, timeout."""
+    """What the gateway does with the next charges: ok, decline, refuse, timeout, or
+    server_error (charged, then a 500: the worst case of a 5xx)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -80,6 +81,8 @@ class FakeDeps:
         self.gateway.charged.append(request_id)  # the money moved
         if mode == "timeout":
             raise DependencyError("gateway", "read_timeout", "ReadTimeoutError")
+        if mode == "server_error":
+            raise DependencyError("gateway", "status", "HTTP 500", 500)
 
     def add_history(self, user_id: str, body: bytes, request_id: str) -> int:
         self.history.append(body)

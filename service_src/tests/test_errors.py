@@ -202,10 +202,21 @@ def test_user_service_down_is_503_before_any_charge(
     assert health.json["user"] == "disconnected"
 
 
-@pytest.mark.parametrize("status", [402, 500, 404])
+@pytest.mark.parametrize("status", [402, 404])
 def test_gateway_declines_502(payment: Payment, fresh_stubs: Stubs, status: int) -> None:
     fresh_stubs.gateway.mode("fail", status=status)
     body = assert_error(payment.pay("anonymous-1"), 502)
+    assert body["dependency"] == "gateway"
+    assert fresh_stubs.cart.calls() == []
+    assert payment.messages() == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_gateway_5xx_is_unknown_504(payment: Payment, fresh_stubs: Stubs, status: int) -> None:
+    """A 5xx may come after the money moved (the gateway's error, a proxy's in front of it):
+    504 "charge state unknown", the record `unknown` for ops, nothing published or deleted."""
+    fresh_stubs.gateway.mode("fail", status=status)
+    body = assert_error(payment.pay("anonymous-1"), 504)
     assert body["dependency"] == "gateway"
     assert fresh_stubs.cart.calls() == []
     assert payment.messages() == []

@@ -6,7 +6,12 @@ test_money.py; each test failed on the code before its fix:
   thread of the group charges without its row;
 - the broker's late confirm arriving before the `charged` write: delivered, not published
   again;
-- an integer beyond float range: a 400, not a 500."""
+- an integer beyond float range: a 400, not a 500;
+- the drainer holding its batch longer than its lease (one confirm wait per row, in turn):
+  another worker's drainer published the same orders again while they were in flight;
+- `payment.ops republish --confirmed-charged` making the record claimable before its own
+  publish: the drainer published the same order at the same time.
+Duplicates are allowed only after a broker crash (the same message_id); these came without."""
 
 from __future__ import annotations
 
@@ -19,11 +24,12 @@ from typing import Any
 import pytest
 from conftest import CART
 from inproc import FakeDeps, FakePublisher, World, check, offline  # noqa: F401 (fixture)
-from payment import metrics
+from payment import metrics, ops
 from payment.amqp import Ticket
 from payment.config import Settings
 from payment.deps import DependencyError, Deps
-from payment.records import CHARGED, DELIVERED
+from payment.drainer import Drainer
+from payment.records import CHARGED, DELIVERED, UNKNOWN, Record, Records
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -203,3 +209,92 @@ def test_huge_integer_total_is_a_400_not_a_500() -> None:
     reply = world.pay("anonymous-1", cart=body)
     assert world.deps.gateway.calls == []
     assert reply.status == 400, reply.status
+
+
+# -- 5. duplicates without a broker crash (a second review) ----------------------------------
+def charged_orders(world: World, n: int) -> list[str]:
+    """n paid orders left `charged` (broker down at the request: hold 0)."""
+    world.broker.mode = "down"
+    ids = [world.pay("stan").body["orderid"] for _ in range(n)]
+    world.broker.mode = "up"
+    assert [world.service.records.get(i).state for i in ids] == [CHARGED] * n
+    return ids
+
+
+# -- 1. the drainer's lease is shorter than the time it holds its batch ------------------------
+def test_drainer_lease_runs_out_while_its_publishes_are_unconfirmed() -> None:
+    """drainer.py drain_once: claim(batch, lease) then `ticket.wait(confirm_timeout)` for each
+    row in turn. Confirms that do not come (broker stalled: disk, quorum lost, flow control)
+    keep the batch for rows x confirm_timeout: with the defaults 200 x 3 s = 600 s against
+    DRAIN_LEASE = 60 s (21 stalled rows are enough). Once the lease has run out another
+    worker's drainer claims the same `charged` rows and publishes them again while the first
+    copies are still in flight (and the first drainer's release() then overwrites the second
+    one's lease): duplicates without any broker crash, the lease protects nothing.
+    Here the same ratio, scaled: lease 0.3 s, confirm timeout 0.2 s, 3 rows."""
+    world = World()
+    ids = charged_orders(world, 3)
+    first: list[Ticket] = []
+
+    def stalled(record: Record) -> Ticket:  # sent; the broker has not confirmed (yet)
+        ticket = Ticket(record.orderid)
+        ticket.mark_sent()
+        first.append(ticket)
+        return ticket
+
+    def drainer(records: Records, submit: Any) -> Drainer:
+        return Drainer(
+            records, submit, connected=lambda: True, poll=0.05, lease=0.3,
+            confirm_timeout=0.2, late_window=30.0, pending_age=60.0, retention=86400.0,
+        )  # fmt: skip
+
+    worker1 = drainer(world.service.records, stalled)
+    busy = threading.Thread(target=worker1.drain_once)
+    busy.start()
+    deadline = time.monotonic() + 5
+    while len(first) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.35)  # past the lease, while worker 1 still waits for its confirms
+
+    again: list[str] = []
+
+    def record_submit(record: Record) -> Ticket:
+        outstanding = {t.orderid for t in first if busy.is_alive()}
+        if record.orderid in outstanding:
+            again.append(record.orderid)
+        ticket = Ticket(record.orderid)
+        ticket.mark_sent()
+        return ticket
+
+    worker2 = drainer(Records(world.state_dir), record_submit)  # another uWSGI worker
+    worker2.drain_once()
+    busy.join(5)
+    assert sorted({t.orderid for t in first}) == sorted(ids)
+    assert again == [], f"published again while the first publish was in flight: {again}"
+
+
+# -- 2. ops republish of an unknown payment races the drainer ----------------------------------
+def test_ops_republish_confirmed_charged_is_also_published_by_the_drainer(monkeypatch) -> None:
+    """ops.py main: `records.requeue` (unknown -> charged, claimed_until = 0) commits before
+    `publish_once` connects (BlockingConnection over every AMQP_HOST in turn, socket timeout
+    10 s each), declares, publishes and waits for the confirm. The service's drainer polls
+    every PAYMENT_OUTBOX_POLL (1 s) and finds the record due at once: it publishes the same
+    order while ops does, two copies in the queue without any broker crash."""
+    world = World()
+    world.deps.gateway.mode = "timeout"  # charged, the answer lost: unknown
+    reply = world.pay("stan", key="k1")
+    world.deps.gateway.mode = "ok"
+    assert reply.status == 504
+    orderid = reply.body.get("orderid") or world.records()[reply.rid].orderid
+    assert world.service.records.get(orderid).state == UNKNOWN
+
+    def publish_once(settings: Settings, record: Record, timeout: float = 10.0) -> bool:
+        # while ops connects and waits for the confirm, the drainer's poll comes round
+        world.service.drainer.drain_once()
+        world.broker.queue.append((record.orderid, {"orderid": record.orderid}))  # ops' copy
+        return True
+
+    monkeypatch.setattr(ops, "publish_once", publish_once)
+    settings = Settings(state_dir=world.state_dir, amqp_pass="secret")
+    assert ops.main(["republish", orderid, "--confirmed-charged"], settings) == 0
+    copies = [mid for mid, _ in world.broker.queue]
+    assert copies == [orderid], f"published {len(copies)} times without a broker crash"

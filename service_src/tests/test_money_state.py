@@ -77,7 +77,7 @@ class Payments(RuleBasedStateMachine):
                 or (reply.headers.get("Idempotent-Replayed") == "true")
             )
 
-    @rule(mode=st.sampled_from(["ok", "ok", "decline", "refuse", "timeout"]))
+    @rule(mode=st.sampled_from(["ok", "ok", "decline", "refuse", "timeout", "server_error"]))
     def gateway(self, mode: str) -> None:
         self.world.deps.gateway.mode = mode
 
