@@ -131,6 +131,9 @@ main() {
   check_backend
   switch_from_cni
   bash scripts/build-image.sh
+  bash scripts/build-image.sh trixie  # molecule/rabbitmq4: RabbitMQ 4.0 on Debian 13
+  podman image exists "$TESTHOST_IMAGE" && podman image exists "$TESTHOST_IMAGE_13" ||
+    die "a test-host image is missing after its build: bash scripts/build-image.sh [trixie]"
   check_dns
   log "bootstrap done in $(elapsed "$t0") s (podman: netavark, names resolve between hosts)"
 }

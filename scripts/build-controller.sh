@@ -22,15 +22,6 @@ recipe_hash() {
   { cat "$0" "$REQUIREMENTS"; for f in $(extra_ca_files); do sha256sum "$f"; done; } | sha256sum | cut -c1-12
 }
 
-# debootstrap of a release newer than this debootstrap knows: trixie's script is sid's.
-suite_script() {
-  if [[ -e /usr/share/debootstrap/scripts/trixie ]]; then
-    printf '%s' ""
-  else
-    printf '%s' /usr/share/debootstrap/scripts/sid
-  fi
-}
-
 pinned() { sed -n "s/^$1==//p" "$REQUIREMENTS"; }
 
 # Postcondition: the image answers with the pinned ansible-core on Python 3.13.
@@ -75,7 +66,7 @@ main() {
 
   log "debootstrap trixie into $ROOTFS"
   # shellcheck disable=SC2046
-  debootstrap --variant=minbase --include="$PACKAGES" trixie "$ROOTFS" $(apt_mirror) $(suite_script) \
+  debootstrap --variant=minbase --include="$PACKAGES" trixie "$ROOTFS" $(apt_mirror) $(suite_script trixie) \
     > "$ROOTFS.log" 2>&1 || { tail -20 "$ROOTFS.log"; die "debootstrap failed"; }
   rm -f "$ROOTFS.log"
 

@@ -8,7 +8,18 @@
 # passwordless sudo (what a cloud image's default user has). The image holds no key: each
 # lab or scenario authorizes its own (testing/provision.yml), and each container makes its
 # own SSH host keys at its first boot. No passwords; root cannot log in over SSH.
+#
+#   scripts/build-image.sh            Debian 12, localhost/roboshop-testhost:debian12
+#   scripts/build-image.sh trixie     Debian 13, localhost/roboshop-testhost:debian13 (the
+#                                     RabbitMQ 4.0 cluster: ROBOSHOP_TESTHOST_IMAGE, docs/testing.md)
 source "$(dirname "$0")/lib.sh"
+
+SUITE="${1:-bookworm}"
+case "$SUITE" in
+  bookworm) IMAGE="$TESTHOST_IMAGE" ;;
+  trixie) IMAGE="$TESTHOST_IMAGE_13" ;;
+  *) die "unknown suite '$SUITE': bookworm (Debian 12) or trixie (Debian 13)" ;;
+esac
 
 PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps"
 PACKAGES+=",openssh-server,sudo"
@@ -16,15 +27,16 @@ OPS_USER=ops
 
 
 recipe_hash() {
-  { cat "$0"; for f in $(extra_ca_files); do sha256sum "$f"; done; } | sha256sum | cut -c1-12
+  { cat "$0"; echo "$SUITE"; for f in $(extra_ca_files); do sha256sum "$f"; done; } \
+    | sha256sum | cut -c1-12
 }
 
 main() {
   local tag hash
   hash=$(recipe_hash)
-  tag="$TESTHOST_IMAGE-$hash"
+  tag="$IMAGE-$hash"
   if podman image exists "$tag"; then
-    podman tag "$tag" "$TESTHOST_IMAGE"
+    podman tag "$tag" "$IMAGE"
     log "test-host image up to date ($tag)"
     return 0
   fi
@@ -33,9 +45,10 @@ main() {
   t0=$(now)
   ROOTFS=$(mktemp -d /var/tmp/roboshop-rootfs.XXXXXX)
   trap 'rm -rf "$ROOTFS"' EXIT
-  log "debootstrap bookworm into $ROOTFS"
+  log "debootstrap $SUITE into $ROOTFS"
   # shellcheck disable=SC2046
-  debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS" $(apt_mirror) \
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" $(apt_mirror) \
+    $(suite_script "$SUITE") \
     > "$ROOTFS.log" 2>&1 || { tail -20 "$ROOTFS.log"; die "debootstrap failed"; }
   rm -f "$ROOTFS.log"
 
@@ -73,7 +86,7 @@ CONF
   log "importing as $tag"
   tar -C "$ROOTFS" -c . | podman import \
     --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$tag" >/dev/null
-  podman tag "$tag" "$TESTHOST_IMAGE"
+  podman tag "$tag" "$IMAGE"
   log "test-host image built in $(elapsed "$t0") s"
 }
 main "$@"

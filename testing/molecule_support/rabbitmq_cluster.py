@@ -9,10 +9,12 @@ next to it (the broker hosts have no pika). Credentials come from the lab's valu
 (inventory/lab/group_vars/all): the payment user declares and publishes, `dispatch` reads;
 they reach the hosts as environment variables, never on a command line.
 
-prove_orders_survive_leader_kill() is the whole proof: every node in cluster_status, the HA
-policy on `orders`, a durable no-argument declare as dispatch does, N persistent messages
-published with confirms to the queue leader's node, the leader's beam.smp SIGKILLed, all N
-read back from another node, and the killed node back in the cluster.
+prove_orders_survive_leader_kill() is the whole proof: every node in cluster_status, `orders`
+replicated on every node (RabbitMQ < 3.12: a classic queue mirrored by the role's policy;
+>= 3.12, e.g. 4.0 on Debian 13: a quorum queue, the vhost's default type), a durable
+no-argument declare as dispatch does, N persistent messages published with confirms to the
+queue leader's node, the leader's beam.smp SIGKILLed, all N read back from another node, and
+the killed node back in the cluster.
 """
 
 from __future__ import annotations
@@ -127,12 +129,26 @@ def running_nodes(container: str) -> list[str]:
 
 def orders_queue(container: str) -> dict:
     """The orders queue as rabbitmqctl lists it: type, policy, messages, arguments, and the
-    nodes of its leader and mirrors (all, synchronised). JSON shows pids without their node,
-    so those come from the table output (<rabbit@rmq1.1796176064.1373.0>)."""
+    nodes of its leader and of its other replicas (`mirrors`: all; `synchronised_mirrors`:
+    those that hold every message). A quorum queue names them (leader, members, online: an
+    online member is a Raft follower); a classic one gives pids, whose JSON form lacks the
+    node, so those come from the table output (<rabbit@rmq1.1796176064.1373.0>)."""
     rows = rabbitmqctl_json(
         container, "list_queues", "name", "type", "policy", "messages", "arguments"
     )
     queue = next(r for r in rows if r["name"] == "orders")
+    if queue["type"] == "quorum":
+        (row,) = (
+            r
+            for r in rabbitmqctl_json(
+                container, "list_queues", "name", "leader", "members", "online"
+            )
+            if r["name"] == "orders"
+        )
+        queue["leader"] = str(row["leader"])
+        queue["mirrors"] = sorted(str(m) for m in row["members"] if m != row["leader"])
+        queue["synchronised_mirrors"] = sorted(str(m) for m in row["online"] if m != row["leader"])
+        return queue
     table = sh(
         container,
         "rabbitmqctl",
@@ -177,7 +193,10 @@ def prove_orders_survive_leader_kill(containers: list[str], count: int = 200) ->
         60,
     )
     assert queue, f"orders has not {len(nodes) - 1} synchronised mirrors: {orders_queue(first)}"
-    assert queue["policy"] == HA_POLICY, f"policy on orders is {queue['policy']!r}"
+    if queue["type"] == "quorum":  # RabbitMQ >= 3.12: the vhost's default queue type
+        assert sorted([queue["leader"], *queue["mirrors"]]) == sorted(nodes), queue
+    else:  # before 3.12: a classic queue, mirrored by the role's policy
+        assert queue["policy"] == HA_POLICY, f"policy on orders is {queue['policy']!r}"
     report["policy"] = queue["policy"]
     report["queue_type"] = queue["type"]
     report["arguments"] = queue["arguments"]

@@ -144,7 +144,8 @@ def test_layout(payments):
 
 
 def test_orders_survive_the_loss_of_its_leader_node():
-    """At the broker: the mirroring policy on `orders`, RoboShop dispatch's own declaration of
+    """At the broker: `orders` on every node (mirrored by policy; a quorum queue on RabbitMQ
+    >= 3.12, e.g. the Debian 13 hosts' 4.0), RoboShop dispatch's own declaration of
     `orders` (durable, no arguments) through every node, 200 messages confirmed on the
     leader's node, that node SIGKILLed, all 200 read from another node, the node back."""
     report = rc.prove_orders_survive_leader_kill(list(BROKERS))

@@ -91,8 +91,12 @@ def main() -> None:
     ctl = module.get_bin_path("rabbitmqctl", required=True)
 
     def run(*args: str, stdin: bytes | None = None, ok: tuple[int, ...] = (0,)) -> int:
+        # A password command gets exactly `<command> <user>`, no -q: from 3.12.11/3.13 on the
+        # rabbitmqctl script closes stdin (-noinput) unless it sees those two arguments alone,
+        # and the CLI then waits forever for the password (RabbitMQ 4.0, Debian 13).
+        quiet = [] if stdin is not None else ["-q"]
         rc, _, err = module.run_command(
-            [ctl, "-q", *args], data=stdin, binary_data=True, check_rc=False
+            [ctl, *quiet, *args], data=stdin, binary_data=True, check_rc=False
         )
         if rc not in ok:
             module.fail_json(msg=f"rabbitmqctl {args[0]} failed (rc={rc}): {err.strip()}")
