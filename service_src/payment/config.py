@@ -157,7 +157,7 @@ class Settings:
             raise ConfigError("PAYMENT_IDEMPOTENCY_BACKEND must be sqlite or redis")
         tls = _bool(e, "AMQP_TLS", d.amqp_tls)
         ca_file = tls_ca_file(e, tls)
-        return cls(
+        settings = cls(
             cart_host=_str(e, "CART_HOST", d.cart_host),
             cart_port=_int(e, "CART_PORT", d.cart_port, 1),
             user_host=_str(e, "USER_HOST", d.user_host),
@@ -193,6 +193,14 @@ class Settings:
             ),
             log_level=_str(e, "PAYMENT_LOG_LEVEL", d.log_level).upper(),
         )
+        if settings.idempotency_ttl <= settings.pending_age:
+            # the key's `charging` marker (kept for the TTL) must outlive any charge: expired
+            # while a charge may still run, a retry with the key would claim it and charge again
+            raise ConfigError(
+                f"PAYMENT_IDEMPOTENCY_TTL ({settings.idempotency_ttl} s) must be longer than a "
+                f"payment can be in flight ({settings.pending_age:.0f} s with these timeouts)"
+            )
+        return settings
 
     def check_amqp_credentials(self) -> None:
         """ConfigError when AMQP_PASS is unset or empty: the broker password has no default

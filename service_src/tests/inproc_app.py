@@ -135,3 +135,12 @@ def test_pyproject_declares_requirements_txt() -> None:
     assert normalized(project["dependencies"]) == normalized(required)
     assert project["dynamic"] == ["version"] and __version__
     assert project["requires-python"] == ">=3.9"
+
+
+def test_an_idempotency_ttl_shorter_than_a_payment_is_refused() -> None:
+    """The `charging` marker lives for the TTL: it must outlive any charge (pending_age), or a
+    retry could claim the key again while the first charge still runs."""
+    env = {"PAYMENT_IDEMPOTENCY_TTL": "20"}
+    with pytest.raises(ConfigError, match="PAYMENT_IDEMPOTENCY_TTL"):
+        Settings.from_env(env)
+    assert Settings.from_env({"PAYMENT_IDEMPOTENCY_TTL": "60"}).idempotency_ttl == 60
