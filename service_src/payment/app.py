@@ -10,6 +10,7 @@ routes that need them also start them once per process (`Service.ensure_started`
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ from .validation import (
     valid_key,
     valid_request_id,
 )
+
+log = logging.getLogger("payment")
 
 JSON = "application/json"
 
@@ -136,9 +139,13 @@ def metrics_view() -> Response:
     service = _service()
     service.ensure_started()
     best = request.accept_mimetypes.best_match([metrics.CONTENT_TYPE.split(";")[0], JSON])
-    if best == JSON and request.accept_mimetypes[JSON] > request.accept_mimetypes["text/plain"]:
-        return _json(200, metrics.summary(service.started))
-    body = metrics.exposition(service.records.counts)
+    try:  # the workers' metric files unreadable (PROMETHEUS_MULTIPROC_DIR removed): 503
+        if best == JSON and request.accept_mimetypes[JSON] > request.accept_mimetypes["text/plain"]:
+            return _json(200, metrics.summary(service.started))
+        body = metrics.exposition(service.records.counts)
+    except Exception as exc:
+        log.error("metrics unavailable: %s: %s", type(exc).__name__, exc)
+        return _json(503, {"status": "error", "message": "metrics unavailable"})
     return Response(body, mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 

@@ -7,15 +7,23 @@ import math
 import os
 import re
 import ssl
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+INT_MAX = 2**31 - 1  # no count, size or duration here needs more
+PORT_MAX = 65535
+SECONDS_MAX = 86400.0  # no timeout or interval here is longer than a day
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
     """An environment variable has a value the service cannot use."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int = INT_MAX
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -23,12 +31,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {raw[:40]}")
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float = SECONDS_MAX,
+) -> float:
+    """A number of seconds (finite: a wait of `inf` raises OverflowError in threading)."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -36,8 +51,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if not value >= minimum:
-        raise ConfigError(f"{name} must be >= {minimum}")
+    if not minimum <= value <= maximum:  # also NaN
+        raise ConfigError(f"{name} must be between {minimum} and {maximum:g}, not {raw[:40]}")
     return value
 
 
@@ -61,6 +76,24 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?")
 
 
+def _check_host(name: str, host: str) -> None:
+    """A host name (RFC 1123: a doubled dot or a 64-character label would make every
+    connect raise UnicodeError) or an IP address."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not HOSTNAME.fullmatch(host) or re.fullmatch(r"[0-9.]+", host):
+        raise ConfigError(f"{name}: {host!r} is not a host name or an IP address")
+
+
+def host_name(env: Mapping[str, str], name: str, default: str) -> str:
+    host = env.get(name, "").strip() or default
+    _check_host(name, host)
+    return host
+
+
 def host_list(env: Mapping[str, str], name: str, default: str) -> str:
     """A comma-separated list of host names (RFC 1123) or IP addresses, normalized
     (`a, b` -> `a,b`); each entry checked, none twice."""
@@ -69,16 +102,32 @@ def host_list(env: Mapping[str, str], name: str, default: str) -> str:
     for host in hosts:
         if not host:
             raise ConfigError(f"{name} has an empty entry: {raw!r} (comma-separated hosts)")
-        try:
-            ipaddress.ip_address(host)
-            continue
-        except ValueError:
-            pass
-        if not HOSTNAME.fullmatch(host) or re.fullmatch(r"[0-9.]+", host):
-            raise ConfigError(f"{name}: {host!r} is not a host name or an IP address")
+        _check_host(name, host)
     if len(set(hosts)) != len(hosts):
         raise ConfigError(f"{name} lists a host twice: {raw!r}")
     return ",".join(hosts)
+
+
+def http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    """An http:// or https:// URL with a valid host and port (without a scheme the charge
+    would go to http://localhost:80)."""
+    raw = env.get(name, "").strip() or default
+    url = urllib.parse.urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host, not {raw!r}")
+    _check_host(name, url.hostname)
+    try:
+        url.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError:
+        raise ConfigError(f"{name}: the port of {raw!r} is not a port number") from None
+    return raw
+
+
+def redis_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if urllib.parse.urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL, not {raw!r}")
+    return raw
 
 
 AMQPS_PORT = 5671
@@ -158,14 +207,14 @@ class Settings:
         tls = _bool(e, "AMQP_TLS", d.amqp_tls)
         ca_file = tls_ca_file(e, tls)
         settings = cls(
-            cart_host=_str(e, "CART_HOST", d.cart_host),
-            cart_port=_int(e, "CART_PORT", d.cart_port, 1),
-            user_host=_str(e, "USER_HOST", d.user_host),
-            user_port=_int(e, "USER_PORT", d.user_port, 1),
-            gateway_url=_str(e, "PAYMENT_GATEWAY", d.gateway_url),
+            cart_host=host_name(e, "CART_HOST", d.cart_host),
+            cart_port=_int(e, "CART_PORT", d.cart_port, 1, PORT_MAX),
+            user_host=host_name(e, "USER_HOST", d.user_host),
+            user_port=_int(e, "USER_PORT", d.user_port, 1, PORT_MAX),
+            gateway_url=http_url(e, "PAYMENT_GATEWAY", d.gateway_url),
             delay_ms=_int(e, "PAYMENT_DELAY_MS", d.delay_ms),
             amqp_host=host_list(e, "AMQP_HOST", d.amqp_host),
-            amqp_port=_int(e, "AMQP_PORT", AMQPS_PORT if tls else d.amqp_port, 1),
+            amqp_port=_int(e, "AMQP_PORT", AMQPS_PORT if tls else d.amqp_port, 1, PORT_MAX),
             amqp_tls=tls,
             amqp_ca_file=ca_file,
             amqp_user=_str(e, "AMQP_USER", d.amqp_user),
@@ -174,14 +223,16 @@ class Settings:
             amqp_exchange=_str(e, "AMQP_EXCHANGE", d.amqp_exchange),
             amqp_queue=_str(e, "AMQP_QUEUE", d.amqp_queue),
             amqp_routing_key=_str(e, "AMQP_ROUTING_KEY", d.amqp_routing_key),
-            amqp_heartbeat=_int(e, "AMQP_HEARTBEAT", d.amqp_heartbeat),
+            amqp_heartbeat=_int(e, "AMQP_HEARTBEAT", d.amqp_heartbeat, 0, PORT_MAX),
             connect_timeout=_float(e, "PAYMENT_CONNECT_TIMEOUT", d.connect_timeout, 0.001),
             read_timeout=_float(e, "PAYMENT_READ_TIMEOUT", d.read_timeout, 0.001),
             gateway_timeout=_float(e, "PAYMENT_GATEWAY_TIMEOUT", d.gateway_timeout, 0.001),
             publish_timeout=_float(e, "PAYMENT_PUBLISH_TIMEOUT", d.publish_timeout, 0.001),
             state_dir=_str(e, "PAYMENT_STATE_DIR", d.state_dir),
             idempotency_backend=backend,
-            redis_url=_str(e, "PAYMENT_REDIS_URL", d.redis_url),
+            redis_url=redis_url(e, "PAYMENT_REDIS_URL", d.redis_url)
+            if backend == "redis"
+            else _str(e, "PAYMENT_REDIS_URL", d.redis_url),
             idempotency_ttl=_int(e, "PAYMENT_IDEMPOTENCY_TTL", d.idempotency_ttl, 1),
             idempotency_lease=_int(e, "PAYMENT_IDEMPOTENCY_LEASE", d.idempotency_lease, 1),
             max_body=_int(e, "PAYMENT_MAX_BODY", d.max_body, 1024),
@@ -193,6 +244,8 @@ class Settings:
             ),
             log_level=_str(e, "PAYMENT_LOG_LEVEL", d.log_level).upper(),
         )
+        if settings.log_level not in LOG_LEVELS:
+            raise ConfigError(f"PAYMENT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if settings.idempotency_ttl <= settings.pending_age:
             # the key's `charging` marker (kept for the TTL) must outlive any charge: expired
             # while a charge may still run, a retry with the key would claim it and charge again

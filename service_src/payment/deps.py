@@ -76,7 +76,7 @@ def _open(
         conn = http.client.HTTPConnection(host, port, timeout=connect_timeout)
     try:
         conn.connect()  # TCP (and TLS, certificate checked): no request byte sent yet
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name the idna codec refuses
         conn.close()
         raise _ConnectFailed(_connect_kind(exc), exc) from None
     sock = conn.sock

@@ -63,9 +63,9 @@ class Drainer:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._poll)
-            self._wake.clear()
-            try:
+            try:  # nothing ends this thread: it is the only one that publishes a charged order
+                self._wake.wait(self._poll)
+                self._wake.clear()
                 self.sweep()
                 while self._connected() and self.drain_once():
                     pass

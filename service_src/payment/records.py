@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import sqlitedb
+from .config import ConfigError
 
 PENDING = "pending"
 CHARGED = "charged"
@@ -109,6 +110,14 @@ class Record:
 
 class Records:
     def __init__(self, state_dir: str, synchronous: str = "FULL") -> None:
+        try:
+            self._open(state_dir, synchronous)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(
+                f"PAYMENT_STATE_DIR {state_dir!r} cannot hold the payment records: {exc}"
+            ) from None
+
+    def _open(self, state_dir: str, synchronous: str) -> None:
         os.makedirs(state_dir, mode=0o750, exist_ok=True)
         self.path = os.path.join(state_dir, "payments.sqlite3")
         self._synchronous = synchronous
