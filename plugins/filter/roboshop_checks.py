@@ -7,8 +7,9 @@ secret's rule never shows the value.
 
     {{ {name: value, ...} | roboshop_problems(rule, names, *args) }}
         -> ["<name> (<where the inventory sets it>) <problem>", ...] for the values that
-           break the rule: host, port, int (args: minimum), path, account, secret, amqp_password,
-           redis_password (args: the refused secrets, [{value, reason}]), pem_cert, pem_key
+           break the rule: host, http_url, port, int (args: minimum), path, account, secret,
+           amqp_password, redis_password (args: the refused secrets, [{value, reason}]),
+           pem_cert, pem_key
     {{ [a, b] | roboshop_indexed('x', '.port') }}  -> {'x[0].port': a, 'x[1].port': b}
     {{ name | roboshop_label(names) }}              -> "<name> (<where it is set>)" or "<name>"
 
@@ -19,6 +20,7 @@ secret's rule never shows the value.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -41,6 +43,23 @@ def host(value: object) -> str:
         or (HOSTNAME.match(value) and not re.match(r"^[0-9.]+$", value))
     ):
         return f"is '{value}', not a host name or IP address"
+    return ""
+
+
+def http_url(value: object) -> str:
+    """An http:// or https:// URL whose host passes `host` and whose port is a port (the
+    service refuses anything else at start: service_src/payment/config.py, http_url)."""
+    if not isinstance(value, str) or re.search(r"[\s<>]", value):
+        return f"is '{value}', not an http(s):// URL"
+    url = urllib.parse.urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return f"is '{value}', not an http(s):// URL"
+    if host(url.hostname):
+        return f"is '{value}': its host {host(url.hostname)}"
+    try:
+        url.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError:
+        return f"is '{value}': its port is not a port number"
     return ""
 
 
@@ -141,6 +160,7 @@ def pem_key(value: object) -> str:
 
 RULES = {
     "host": host,
+    "http_url": http_url,
     "port": port,
     "int": integer,
     "path": path,

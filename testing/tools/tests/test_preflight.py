@@ -140,6 +140,11 @@ CASES = {
         {"roboshop_payment_gateway": "paypal.com"},
         [("lab-payment", ["roboshop_payment_gateway", "http(s)://"])],
     ),
+    # the service refuses such a host at start: the preflight refuses it first
+    "gateway-host-malformed": Case(
+        {"roboshop_payment_gateway": "http://pay..example/charge"},
+        [("lab-payment", ["roboshop_payment_gateway", "pay..example", "not a host name"])],
+    ),
     "python36-without-artifact": Case(
         {"python_runtime_python36": True},
         [("lab-payment", ["python_runtime_python36", "payment_artifact_url", "3.9"])],
@@ -257,7 +262,7 @@ RUNS = [
      "broker-list-not-a-list", "tls-only-without-tls"],
     ["redis-password-missing", "amqp-password-missing", "cluster-without-cookie"],
     ["no-broker", "redis-backend-without-redis", "amqp-password-placeholder"],
-    ["broker-from-the-group", "redis-host-malformed"],
+    ["broker-from-the-group", "redis-host-malformed", "gateway-host-malformed"],
 ]  # fmt: skip
 RUN_OF = {case: f"bad-{i}" for i, cases in enumerate(RUNS) for case in cases}
 assert sorted(RUN_OF) == sorted(CASES), "every case in exactly one run"
