@@ -92,7 +92,11 @@ def broken_deploy(payment):
     previous = lib.current_release(payment)
     assert lib.http(payment, "GET", HEALTH)[0] == 200
     with lib.release_copy("broken", lib.break_app) as src:
-        run = lib.run_playbook("site.yml", "-e", f"payment_source_dir={src}")
+        # 15 x 2 s for liveness (the default is 30 x 2): this release never becomes live, and
+        # the one put back is live in a few seconds; the gate's wait is not what is tested
+        run = lib.run_playbook(
+            "site.yml", "-e", f"payment_source_dir={src}", "-e", "payment_health_retries=15"
+        )
     return previous, run
 
 

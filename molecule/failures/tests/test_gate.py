@@ -74,8 +74,11 @@ def test_a_restart_left_pending_by_a_failed_run_is_made_by_the_next(payment, stu
 # the file that must be put back.
 BREAKING_CHANGES = {
     # the service refuses the setting and never starts
-    "not-live": (
-        {"payment_extra_env": {**HOST_EXTRA_ENV, "PAYMENT_MAX_BODY": "12"}},
+    "not-live": (  # 15 x 2 s for liveness (default 30 x 2): it never comes, the restored one does
+        {
+            "payment_extra_env": {**HOST_EXTRA_ENV, "PAYMENT_MAX_BODY": "12"},
+            "payment_health_retries": 15,
+        },
         f"did not become live on {PAYMENT}",
         UNIT_FILE,
         "PAYMENT_MAX_BODY must be >= 1024",
