@@ -81,7 +81,7 @@ BREAKING_CHANGES = {
         },
         f"did not become live on {PAYMENT}",
         UNIT_FILE,
-        "PAYMENT_MAX_BODY must be >= 1024",
+        "PAYMENT_MAX_BODY must be between 1024 and",
     ),
     # it starts, but the broker refuses the password: /health 503 where it was 200
     "not-ready": (
