@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import ConfigError, Settings
-from .records import CHARGED, STATES, UNKNOWN, Record, Records
+from .records import CHARGED, DELIVERED, STATES, UNKNOWN, Record, Records
 
 ALIASES = {"undelivered": (CHARGED,), "all": STATES}
 
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 file=sys.stderr,
             )
             return 4
-    elif record.state != "delivered":
+    elif record.state != DELIVERED:
         print(f"payment {record.orderid} is {record.state}: nothing to publish", file=sys.stderr)
         return 3
     try:
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         print(f"broker: {type(exc).__name__}: {exc}", file=sys.stderr)
         confirmed = False
     if not confirmed:
-        if record.state != "delivered":
+        if record.state != DELIVERED:
             records.release(record.orderid, 0.0)  # the drainer's, from now on
         print("the broker did not confirm; the drainer will publish it", file=sys.stderr)
         return 1

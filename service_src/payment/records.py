@@ -234,27 +234,23 @@ class Records:
             row = db.execute("SELECT state FROM payments WHERE orderid = ?", (orderid,)).fetchone()
             return row is not None and row[0] in (CHARGED, DELIVERED)
 
-    def delivered(self, orderid: str) -> None:
+    def delivered(self, orderid: str, note: str | None = None) -> None:
         """charged -> delivered, on the broker's confirm only (a lost update republishes).
         Also pending|unknown -> delivered: a late confirm of the request's own publish may
-        come before its `charged` write (a publish happens only after the charge)."""
+        come before its `charged` write (a publish happens only after the charge). `note`,
+        when given, replaces the record's note. No fsync (see `confirmed`)."""
         with self._writing():
             self._db(durable=False).execute(
-                "UPDATE payments SET state = ?, updated = ? WHERE orderid = ?"
-                " AND state IN (?, ?, ?)",
-                (DELIVERED, time.time(), orderid, CHARGED, PENDING, UNKNOWN),
+                "UPDATE payments SET state = ?, note = COALESCE(?, note), updated = ?"
+                " WHERE orderid = ? AND state IN (?, ?, ?)",
+                (DELIVERED, note, time.time(), orderid, CHARGED, PENDING, UNKNOWN),
             )
 
     def confirmed(self, orderid: str) -> None:
         """pending|unknown -> delivered: the broker confirmed the request's own publish, so the
         order is durable there; no fsync (a crash that loses this update leaves the record
         pending, then unknown: listed for ops, never published blindly)."""
-        with self._writing():
-            self._db(durable=False).execute(
-                "UPDATE payments SET state = ?, note = 'confirmed', updated = ? WHERE orderid = ?"
-                " AND state IN (?, ?)",
-                (DELIVERED, time.time(), orderid, PENDING, UNKNOWN),
-            )
+        self.delivered(orderid, "confirmed")
 
     def release(self, orderid: str, delay: float) -> None:
         """A charged record the drainer may publish after `delay` s."""
